@@ -1,0 +1,51 @@
+# Two commands: `make run` starts the stack, `make test` runs the suite.
+# Both set up what they need: a virtualenv with pinned dependencies and a redis-server.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup run test lint typecheck unit bench bench-smoke status stop clean
+
+setup: $(STAMP) redis-server
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required: set PYTHON=python3.11")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || bash deploy/install-redis.sh
+
+run: setup
+	@mkdir -p var/log var/redis
+	exec $(VENV)/bin/supervisord -n -c deploy/supervisord.conf
+
+status: setup
+	$(PY) -m hub.status
+
+stop:
+	$(VENV)/bin/supervisorctl -c deploy/supervisord.conf shutdown
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+unit: setup
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+bench: setup
+	$(PY) -m bench
+
+bench-smoke: setup
+	$(PY) -m bench --smoke
+
+clean:
+	rm -rf $(VENV) var/redis var/log/*.log .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""``python -m agents.<name>``: run one agent as its own process."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from agents.base import TradingAgent
+from agents.config import AgentSettings
+from agents.serve import serve_agents
+from cache import DataCache
+from hub.connection import ProcessSettings
+from hub.errors import ConfigError
+from hub.process import config_failure, run_process
+from hub.settings import build, gather, option_specs, pick
+
+
+def agent_main(agent_cls: type[TradingAgent], argv: Sequence[str] | None = None) -> int:
+    """Parse flags, env (``TF_<SETTING>``) and ``--config FILE``; run the agent until SIGTERM."""
+    prog = f"python -m {agent_cls.__module__}"
+    try:
+        values = gather(argv, [ProcessSettings, AgentSettings, agent_cls.Params], prog=prog,
+                        description=(agent_cls.__doc__ or "").strip().splitlines()[0] if agent_cls.__doc__ else "")
+        process = build(ProcessSettings, pick(values, ProcessSettings))
+        process_keys = {spec.key for spec in option_specs(ProcessSettings)}
+        config = {k: v for k, v in values.items() if k not in process_keys}
+        agent = agent_cls(config=config, data_cache=DataCache(namespace=process.namespace))
+    except ConfigError as e:
+        return config_failure(prog, e)
+    return run_process(prog, process.log_level, lambda stop: serve_agents([agent], process, stop))
+
+
+def run_agent_module(agent_cls: type[TradingAgent]) -> None:
+    sys.exit(agent_main(agent_cls))

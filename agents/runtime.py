@@ -1,0 +1,260 @@
+"""Runs one agent: subscribe, drain the socket into latest-wins slots, throttle, heartbeat.
+
+Tasks per agent:
+
+- *reader*: reads pub/sub messages and only decodes and offers them to slots,
+  so Redis never sees a slow subscriber, whatever ``run()`` does;
+- *workers*: one per instrument (event-driven) or one schedule (periodic)
+  that call ``run()`` on the latest event;
+- *heartbeat*: ``tf:agent:<name>`` every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.base import TradingAgent
+from agents.events import CacheUpdate, Event
+from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
+from hub.clock import Clock, SystemClock
+from hub.codec import Quote, decode_cache_change, decode_latest_quote, quote_from_hash
+from hub.errors import DecodeError, RedisUnavailableError
+from hub.heartbeat import Heartbeat
+from hub.keys import Keys
+from hub.ratelimit import RateLimitedLog
+from hub.settings import format_duration_ns
+
+log = logging.getLogger(__name__)
+
+#: How long an in-flight run() may take to finish after a stop signal.
+STOP_GRACE_NS = 3_000_000_000
+
+Handler = Callable[[bytes], None]
+
+
+class AgentRuntime:
+    """Everything around one agent's ``run()``; ``await run(stop)`` until ``stop`` is set."""
+
+    def __init__(self, agent: TradingAgent, *, client: aioredis.Redis, raw_client: aioredis.Redis,
+                 keys: Keys, clock: Clock | None = None) -> None:
+        self.agent = agent
+        self.settings = agent.settings
+        self.stats = AgentStats()
+        self._client = client
+        self._raw_client = raw_client
+        self._keys = keys
+        self._clock = clock or SystemClock()
+        self._slots = {symbol: Slot(self.stats) for symbol in self.settings.instruments}
+        self._handlers = self._build_handlers()
+        self._bad_input = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.input"))
+        self._run_errors = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.run"))
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self.heartbeat = Heartbeat(client, keys.agent(agent.name), self._clock, self._heartbeat_fields)
+        agent.data_cache.bind(client, keys, self._clock)
+
+    # wiring ------------------------------------------------------------------
+
+    def _build_handlers(self) -> dict[bytes, Handler]:
+        handlers: dict[bytes, Handler] = {}
+        for symbol, slot in self._slots.items():
+            if self.settings.on_quotes:
+                handlers[self._keys.quote_channel(symbol).encode()] = self._quote_handler(symbol, slot)
+            if self.settings.on_cache:
+                handlers[self._keys.cache_changed_channel(symbol).encode()] = self._cache_handler(slot)
+        return handlers
+
+    def _quote_handler(self, symbol: str, slot: Slot) -> Handler:
+        stats = self.stats
+
+        def handle(raw: bytes) -> None:
+            quote, count = decode_latest_quote(raw)
+            if quote.symbol != symbol:
+                raise DecodeError(f"message for {quote.symbol} on the {symbol} channel", raw)
+            stats.received += count
+            slot.offer(quote, count - 1)
+
+        return handle
+
+    def _cache_handler(self, slot: Slot) -> Handler:
+        triggers = set(self.settings.on_cache)
+
+        def handle(raw: bytes) -> None:
+            symbol, fields, ts_ns = decode_cache_change(raw)
+            if triggers.intersection(fields):
+                self.stats.received += 1
+                slot.offer(CacheUpdate(symbol, tuple(fields), ts_ns, self._clock.time_ns()))
+
+        return handle
+
+    # lifecycle ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        agent = self.agent
+        await self.heartbeat.claim()
+        pubsub = self._raw_client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._announce_demand()
+            if self._handlers:
+                await pubsub.subscribe(*self._handlers)
+            await self._prime_from_latest_quotes()
+            await agent.on_start()
+            log.info("agent %s started: %s %s, throttle %s, pid %d", agent.name, self.settings.agent_type,
+                     ",".join(self.settings.instruments) or "-", format_duration_ns(self.settings.throttle_ns),
+                     os.getpid())
+            await self._supervise(stop, pubsub)
+        finally:
+            await self._shutdown(pubsub)
+
+    async def _supervise(self, stop: asyncio.Event, pubsub: Any) -> None:
+        """Run reader, workers and heartbeat until stop is set or one of them fails."""
+        workers = [self._spawn(coro, name) for name, coro in self._worker_coroutines()]
+        others = [self._spawn(self._read(pubsub), "reader"), self._spawn(self.heartbeat.run(stop), "heartbeat")]
+        stopper = self._spawn(stop.wait(), "stop")
+        try:
+            done, _ = await asyncio.wait([*workers, *others, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            await self._drain(workers)
+            for task in (*others, stopper):
+                task.cancel()
+            await asyncio.gather(*others, stopper, return_exceptions=True)
+
+    def _worker_coroutines(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        if self.settings.agent_type == "periodic":
+            return [("periodic", periodic_loop(self.settings.throttle_ns, self._clock, self._slots,
+                                               self.stats, self._invoke))]
+        return [(f"worker:{symbol}", event_driven_loop(slot, self.settings.throttle_ns, self._clock, self._invoke))
+                for symbol, slot in self._slots.items()]
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return asyncio.create_task(coro, name=f"{self.agent.name}:{name}")
+
+    async def _drain(self, workers: list[asyncio.Task[Any]]) -> None:
+        """Start no new run, give in-flight runs a moment to finish, then cancel."""
+        self._stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), STOP_GRACE_NS / 1e9)
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _shutdown(self, pubsub: Any) -> None:
+        try:
+            await self.agent.on_stop()
+        except Exception:
+            log.exception("agent %s: on_stop failed", self.agent.name)
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+        with contextlib.suppress(Exception):
+            await self.heartbeat.release()
+        log.info("agent %s stopped: %d runs, %d errors, %d conflated, %d bad messages", self.agent.name,
+                 self.stats.runs, self.stats.errors, self.stats.conflated, self.stats.bad_messages)
+
+    # the hot path ------------------------------------------------------------
+
+    async def _read(self, pubsub: Any) -> None:
+        handlers = self._handlers
+        if not handlers:
+            await asyncio.Event().wait()
+        try:
+            async for message in pubsub.listen():
+                handler = handlers.get(message["channel"])
+                if handler is None:
+                    continue
+                try:
+                    handler(message["data"])
+                except DecodeError as e:
+                    self.stats.bad_messages += 1
+                    self._bad_input.warning("decode", "agent %s skipped a bad message on %s: %s",
+                                            self.agent.name, message["channel"].decode(), e)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise RedisUnavailableError(f"lost the Redis subscription: {e}") from e
+
+    async def _invoke(self, event: Event) -> None:
+        if self._stopping:
+            return
+        now_ns = self._clock.time_ns()
+        max_age_ns = self.settings.max_quote_age_ns
+        if max_age_ns and isinstance(event, Quote) and now_ns - event.ts_event_ns > max_age_ns:
+            self.stats.stale_skipped += 1
+            return
+        if isinstance(event, (Quote, CacheUpdate)) and event.ts_recv_ns:
+            self.stats.record_lag(now_ns - event.ts_recv_ns)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            await self.agent.run(event)
+            self.stats.runs += 1
+        except asyncio.CancelledError:
+            raise
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            raise RedisUnavailableError(f"lost Redis during run(): {e}") from e
+        except Exception as e:
+            self.stats.errors += 1
+            self._run_errors.error("run", "agent %s: run() raised %s: %s", self.agent.name,
+                                   type(e).__name__, e, exc_info=e)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+            self.stats.last_run_ns = self._clock.time_ns()
+
+    # helpers -------------------------------------------------------------------
+
+    async def _announce_demand(self) -> None:
+        """Ask the hub to stream our instruments (it serves the union of all demand)."""
+        if not self.settings.instruments or not self.settings.on_quotes:
+            return
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(self._keys.wanted_symbols(), *self.settings.instruments)
+            pipe.publish(self._keys.symbols_control_channel(), ",".join(self.settings.instruments))
+            await pipe.execute()
+
+    async def _prime_from_latest_quotes(self) -> None:
+        """Start from the hub's latest quotes so a quiet market still gets a first run."""
+        if not self.settings.on_quotes:
+            return
+        for symbol, slot in self._slots.items():
+            fields = await self._client.hgetall(self._keys.latest_quote(symbol))
+            if fields and not slot.pending:
+                with contextlib.suppress(DecodeError):
+                    slot.offer(quote_from_hash(symbol, fields))
+
+    def _heartbeat_fields(self) -> dict[str, str | int | float]:
+        s = self.stats
+        fields: dict[str, str | int | float] = {
+            "kind": "agent", "class": type(self.agent).__name__, "agent_type": self.settings.agent_type,
+            "instruments": ",".join(self.settings.instruments), "runs": s.runs, "errors": s.errors,
+            "conflated": s.conflated, "received": s.received, "bad_messages": s.bad_messages,
+            "stale_skipped": s.stale_skipped, "skipped_ticks": s.skipped_ticks, "last_run_ns": s.last_run_ns,
+            "lag_ms": round(s.last_lag_ns / 1e6, 3), "max_lag_ms": round(s.max_lag_ns / 1e6, 3),
+            "throttle": format_duration_ns(self.settings.throttle_ns),
+        }
+        s.max_lag_ns = 0
+        return fields
+
+
+async def run_agents(runtimes: list[AgentRuntime], stop: asyncio.Event,
+                     before_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run several agents in one loop; one failing stops them all."""
+    tasks = [asyncio.create_task(rt.run(stop), name=f"agent:{rt.agent.name}") for rt in runtimes]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)

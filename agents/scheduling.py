@@ -1,0 +1,107 @@
+"""Throttling and schedules: when ``run()`` is called, on what data.
+
+The reader task only ever calls :meth:`Slot.offer` (no awaits), so a slow
+``run()`` never stops the socket from being drained. Each instrument has one
+slot holding just the latest event; a worker task per instrument (event-driven)
+or one schedule task (periodic) takes from the slots and calls ``run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from agents.events import Event, Tick
+from hub.clock import Clock
+
+
+@dataclass
+class AgentStats:
+    """Counters that the heartbeat publishes."""
+
+    runs: int = 0
+    errors: int = 0
+    conflated: int = 0
+    received: int = 0
+    bad_messages: int = 0
+    stale_skipped: int = 0
+    skipped_ticks: int = 0
+    last_run_ns: int = 0
+    last_lag_ns: int = 0
+    max_lag_ns: int = 0
+
+    def record_lag(self, lag_ns: int) -> None:
+        self.last_lag_ns = lag_ns
+        self.max_lag_ns = max(self.max_lag_ns, lag_ns)
+
+
+class Slot:
+    """Latest-wins holder for one instrument's newest event."""
+
+    __slots__ = ("latest", "pending", "stats", "wake")
+
+    def __init__(self, stats: AgentStats) -> None:
+        self.latest: Event | None = None
+        self.pending = False
+        self.wake = asyncio.Event()
+        self.stats = stats
+
+    def offer(self, event: Event, superseded: int = 0) -> None:
+        """Replace the pending event; ``superseded`` counts events folded in before this one."""
+        if self.pending:
+            superseded += 1
+        self.stats.conflated += superseded
+        self.latest = event
+        self.pending = True
+        self.wake.set()
+
+    def take(self) -> Event | None:
+        self.pending = False
+        self.wake.clear()
+        return self.latest
+
+
+Invoke = Callable[[Event], Awaitable[None]]
+
+
+async def event_driven_loop(slot: Slot, throttle_ns: int, clock: Clock, invoke: Invoke) -> None:
+    """Run ``invoke`` at most once per ``throttle_ns`` on the latest event, trailing edge included.
+
+    The first event after a quiet period runs at once; events arriving during a
+    run or the wait after it are conflated and the newest runs when the wait ends.
+    """
+    next_allowed_ns = 0
+    while True:
+        await slot.wake.wait()
+        if clock.monotonic_ns() < next_allowed_ns:
+            await clock.sleep_until_ns(next_allowed_ns)
+        event = slot.take()
+        if event is None:
+            continue
+        next_allowed_ns = clock.monotonic_ns() + throttle_ns
+        await invoke(event)
+
+
+async def periodic_loop(period_ns: int, clock: Clock, slots: dict[str, Slot], stats: AgentStats,
+                        invoke: Invoke) -> None:
+    """Run on the fixed grid ``start + k * period``; an overrun skips ticks instead of bunching."""
+    start_ns = clock.monotonic_ns()
+    tick = 1
+    while True:
+        scheduled_ns = start_ns + tick * period_ns
+        await clock.sleep_until_ns(scheduled_ns)
+        for event in _periodic_events(slots, clock, scheduled_ns):
+            await invoke(event)
+        next_tick = (clock.monotonic_ns() - start_ns) // period_ns + 1
+        stats.skipped_ticks += max(0, next_tick - tick - 1)
+        tick = max(tick + 1, next_tick)
+
+
+def _periodic_events(slots: dict[str, Slot], clock: Clock, scheduled_ns: int) -> Iterable[Event]:
+    if not slots:
+        yield Tick(None, scheduled_ns, clock.time_ns())
+        return
+    for symbol, slot in slots.items():
+        event = slot.take()
+        yield event if event is not None else Tick(symbol, scheduled_ns, clock.time_ns())

@@ -1,0 +1,31 @@
+"""Run agents against Redis: used by ``python -m agents.<name>`` and by TradingHub."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from agents.base import TradingAgent
+from agents.runtime import AgentRuntime, run_agents
+from hub.clock import Clock, SystemClock
+from hub.connection import ProcessSettings, redis_client, wait_for_redis
+
+
+async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings, stop: asyncio.Event,
+                       clock: Clock | None = None) -> None:
+    """Connect, run every agent until ``stop`` is set, then close the connections."""
+    clock = clock or SystemClock()
+    client = redis_client(settings.redis_url)
+    raw_client = redis_client(settings.redis_url, decode=False)
+    try:
+        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        runtimes = [AgentRuntime(agent, client=client, raw_client=raw_client, keys=settings.keys, clock=clock)
+                    for agent in agents]
+        await run_agents(runtimes, stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await raw_client.aclose()
+        with contextlib.suppress(Exception):
+            await client.aclose()
+

@@ -1,0 +1,54 @@
+"""Spotter: fair price from quotes into ``tf:cache:<SYMBOL> fair_price``.
+
+The fair price is the micro-price, the mid weighted by the size on the other
+side: ``(bid * ask_size + ask * bid_size) / (bid_size + ask_size)``. A large
+bid pushes it toward the ask. Without usable sizes it is the plain mid.
+Crossed and one-sided quotes are skipped (see agents.quote_checks).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from agents.base import TradingAgent
+from agents.cli import run_agent_module
+from agents.events import Event
+from agents.quote_checks import has_sizes, unusable_reason
+from cache import DataCache
+from hub.codec import Quote
+
+
+def micro_price(quote: Quote) -> float | None:
+    """Size-weighted mid, plain mid without sizes, None for crossed or one-sided quotes."""
+    if unusable_reason(quote) is not None:
+        return None
+    if not has_sizes(quote):
+        return (quote.bid + quote.ask) / 2.0
+    total = quote.bid_size + quote.ask_size
+    return (quote.bid * quote.ask_size + quote.ask * quote.bid_size) / total
+
+
+class Spotter(TradingAgent):
+    """Fair price (micro-price) per instrument."""
+
+    defaults: ClassVar[Mapping[str, Any]] = {"throttle": "100ms"}
+
+    def __init__(self, config: Mapping[str, Any] | None = None, data_cache: DataCache | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(config, data_cache, **kwargs)
+        self.skipped: Counter[str] = Counter()
+
+    async def run(self, data: Event) -> None:
+        if not isinstance(data, Quote):
+            return
+        fair = micro_price(data)
+        if fair is None:
+            self.skipped[unusable_reason(data) or "?"] += 1
+            return
+        await self.data_cache.set(data.symbol, "fair_price", fair)
+
+
+if __name__ == "__main__":
+    run_agent_module(Spotter)

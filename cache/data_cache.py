@@ -1,0 +1,148 @@
+"""DataCache: derived state per instrument in Redis hashes shared by every process.
+
+``tf:cache:AAPL`` holds, for each field, its value and its update time::
+
+    fair_price          187.235
+    fair_price:ts_ns    1732525000123456789
+
+Values are plain text (floats in shortest round-trip form), so
+``redis-cli HGET tf:cache:AAPL fair_price`` reads them directly. A multi-field
+update is one MULTI/EXEC that also publishes the changed field names on
+``tf:cache:changed:AAPL``, so agents can be driven by cache changes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from hub.clock import Clock, SystemClock
+from hub.codec import encode_cache_change
+from hub.connection import redis_client
+from hub.keys import DEFAULT_NAMESPACE, Keys
+
+TS_SUFFIX = ":ts_ns"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+CacheValue = float | int | str
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached value with the wall time (ns) it was written."""
+
+    value: float | str
+    ts_ns: int
+
+    def age_ns(self, now_ns: int) -> int:
+        return now_ns - self.ts_ns
+
+
+def _to_text(field: str, value: CacheValue) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cache field '{field}': {value!r} is not finite; refusing to publish it")
+        return repr(value)
+    return str(value)
+
+
+def _from_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+class DataCache:
+    """Shared per-instrument state. Creating one does no I/O.
+
+    ``DataCache()`` uses ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and
+    namespace ``tf``; a runtime that already holds a client passes ``client=``.
+    """
+
+    def __init__(self, redis_url: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
+                 client: aioredis.Redis | None = None, clock: Clock | None = None) -> None:
+        self.redis_url = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+        self.keys = Keys(namespace)
+        self._client = client
+        self._clock = clock or SystemClock()
+
+    def __repr__(self) -> str:
+        return f"DataCache(namespace={self.keys.namespace!r})"
+
+    @property
+    def client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = redis_client(self.redis_url)
+        return self._client
+
+    def bind(self, client: aioredis.Redis, keys: Keys, clock: Clock) -> None:
+        """Share a runtime's connection, namespace and clock (done by the agent runtime)."""
+        self._client, self.keys, self._clock = client, keys, clock
+
+    async def update(self, instrument: str, fields: Mapping[str, CacheValue], *,
+                     notify: bool = True) -> int:
+        """Write several fields atomically, stamped with one time; returns that time (ns)."""
+        ts_ns = self._clock.time_ns()
+        mapping: dict[str, str] = {}
+        for field, value in fields.items():
+            mapping[field] = _to_text(field, value)
+            mapping[field + TS_SUFFIX] = str(ts_ns)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.cache(instrument), mapping=mapping)
+            if notify:
+                pipe.publish(self.keys.cache_changed_channel(instrument),
+                             encode_cache_change(instrument, list(fields), ts_ns))
+            await pipe.execute()
+        return ts_ns
+
+    async def set(self, instrument: str, field: str, value: CacheValue, *, notify: bool = True) -> int:
+        """Write one field (the seed API's ``set``)."""
+        return await self.update(instrument, {field: value}, notify=notify)
+
+    async def get(self, instrument: str, field: str, default: float | str | None = None) -> float | str | None:
+        """The value (a float when numeric), or ``default`` when absent."""
+        text = await self.client.hget(self.keys.cache(instrument), field)
+        return default if text is None else _from_text(text)
+
+    async def get_float(self, instrument: str, field: str, *, max_age_ns: int | None = None) -> float | None:
+        """A numeric field, or None when absent, non-numeric or older than ``max_age_ns``."""
+        entry = await self.get_entry(instrument, field)
+        if entry is None or not isinstance(entry.value, float):
+            return None
+        if max_age_ns is not None and entry.age_ns(self._clock.time_ns()) > max_age_ns:
+            return None
+        return entry.value
+
+    async def get_entry(self, instrument: str, field: str) -> CacheEntry | None:
+        value, ts = await self.client.hmget(self.keys.cache(instrument), [field, field + TS_SUFFIX])
+        if value is None:
+            return None
+        return CacheEntry(_from_text(value), int(ts) if ts else 0)
+
+    async def get_all(self, instrument: str) -> dict[str, CacheEntry]:
+        """Every field of an instrument with its update time."""
+        raw = await self.client.hgetall(self.keys.cache(instrument))
+        return {field: CacheEntry(_from_text(text), int(raw.get(field + TS_SUFFIX) or 0))
+                for field, text in raw.items() if not field.endswith(TS_SUFFIX)}
+
+    async def delete(self, instrument: str, *fields: str) -> None:
+        names = [n for f in fields for n in (f, f + TS_SUFFIX)]
+        await self.client.hdel(self.keys.cache(instrument), *names)
+
+    async def instruments(self) -> list[str]:
+        """Instruments that have cached state."""
+        prefix = self.keys.cache("")
+        changed = self.keys.cache_changed_prefix()
+        names = [key async for key in self.client.scan_iter(match=self.keys.cache_pattern(), count=500)]
+        return sorted(k[len(prefix):] for k in names if not k.startswith(changed))
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

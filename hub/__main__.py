@@ -1,0 +1,26 @@
+"""``python -m hub --source sim --symbols AAPL,MSFT``: stream quotes onto Redis."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from hub.app import hub_config, run_hub, settings_classes
+from hub.errors import ConfigError
+from hub.process import config_failure, run_process
+from hub.settings import gather
+
+PROG = "python -m hub"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = hub_config(gather(argv, settings_classes(), prog=PROG,
+                                   description="Stream market data onto Redis pub/sub."))
+    except ConfigError as e:
+        return config_failure(PROG, e)
+    return run_process(PROG, config.process.log_level, lambda stop: run_hub(config, stop))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The hub process: one source, one publisher, symbol demand, a heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from hub.clock import SystemClock
+from hub.connection import ProcessSettings, redis_client, wait_for_redis
+from hub.errors import ConfigError
+from hub.heartbeat import Heartbeat
+from hub.keys import Keys
+from hub.publisher import Publisher
+from hub.settings import build, option, parse_symbols, pick
+from hub.sources import SOURCES, Source
+
+log = logging.getLogger(__name__)
+
+SourceName = Literal["sim", "alpaca", "replay"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubSettings:
+    source: SourceName = option("sim", help="where quotes come from: sim, alpaca or replay")
+    symbols: tuple[str, ...] = option((), help="symbols to stream from the start (agents can add more)")
+    name: str = option("hub", help="name of this hub (heartbeat tf:hub:<name>)")
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"setting 'source': {self.source!r} is not available; "
+                              f"choose one of {', '.join(sorted(SOURCES))}")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    process: ProcessSettings
+    hub: HubSettings
+    source: Any
+
+
+def hub_config(values: Mapping[str, Any]) -> HubConfig:
+    """Build every settings object the hub needs from gathered values."""
+    hub = build(HubSettings, pick(values, HubSettings))
+    source_cls, _ = SOURCES[hub.source]
+    return HubConfig(build(ProcessSettings, pick(values, ProcessSettings)), hub,
+                     build(source_cls, pick(values, source_cls)))
+
+
+def settings_classes() -> list[type]:
+    return [ProcessSettings, HubSettings, *(cls for cls, _ in SOURCES.values())]
+
+
+class SymbolDemand:
+    """The union of configured symbols and those agents asked for (``tf:symbols:wanted``)."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, configured: Sequence[str]) -> None:
+        self._client = client
+        self._keys = keys
+        self.symbols: tuple[str, ...] = tuple(configured)
+
+    async def refresh(self) -> tuple[str, ...]:
+        """Read the wanted set; return the symbols that are new."""
+        wanted = await self._client.smembers(self._keys.wanted_symbols())
+        new = tuple(s for s in parse_symbols(sorted(wanted), "wanted symbols") if s not in self.symbols)
+        self.symbols += new
+        return new
+
+    async def follow(self, raw_client: aioredis.Redis, source: Source, stop: asyncio.Event) -> None:
+        """Add newly wanted symbols to the live source as agents announce them."""
+        pubsub = raw_client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._keys.symbols_control_channel())
+        try:
+            await self._add_new(source)  # anything announced before we subscribed
+            while not stop.is_set():
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    await self._add_new(source)
+        finally:
+            await pubsub.aclose()
+
+    async def _add_new(self, source: Source) -> None:
+        new = await self.refresh()
+        if new:
+            log.info("agents asked for %s: adding to the stream", ",".join(new))
+            await source.add_symbols(new)
+
+
+class RateMeter:
+    """Quotes per second between heartbeats."""
+
+    def __init__(self) -> None:
+        self._last = (time.monotonic_ns(), 0)
+
+    def rate(self, total: int) -> float:
+        now_ns, then = time.monotonic_ns(), self._last
+        self._last = (now_ns, total)
+        elapsed_s = (now_ns - then[0]) / 1e9
+        return round((total - then[1]) / elapsed_s, 1) if elapsed_s > 0 else 0.0
+
+
+async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
+    """Stream quotes into Redis until ``stop`` is set."""
+    settings, keys = config.process, config.process.keys
+    client = redis_client(settings.redis_url)
+    raw_client = redis_client(settings.redis_url, decode=False)
+    try:
+        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        demand = SymbolDemand(client, keys, config.hub.symbols)
+        await demand.refresh()
+        _, factory = SOURCES[config.hub.source]
+        source = factory(demand.symbols, config.source)
+        publisher = Publisher(raw_client, keys)
+        meter = RateMeter()
+        heartbeat = Heartbeat(client, keys.hub(config.hub.name), SystemClock(), lambda: {
+            "kind": "hub", "source": config.hub.source, "symbols": ",".join(demand.symbols),
+            "quotes": publisher.stats.quotes, "messages": publisher.stats.messages,
+            "dropped": publisher.stats.dropped, "rate_qps": meter.rate(publisher.stats.quotes),
+            **source.status()})
+        await heartbeat.claim()
+        log.info("hub %s streaming %s from %s", config.hub.name, ",".join(demand.symbols) or "-", config.hub.source)
+        try:
+            await _run_tasks(stop, source.run(publisher, stop), publisher.run(stop), heartbeat.run(stop),
+                             demand.follow(raw_client, source, stop))
+        finally:
+            with contextlib.suppress(Exception):
+                await heartbeat.release()
+            log.info("hub %s stopped after %d quotes", config.hub.name, publisher.stats.quotes)
+    finally:
+        await raw_client.aclose()
+        await client.aclose()
+
+
+async def _run_tasks(stop: asyncio.Event, *coros: Any) -> None:
+    """Run until all finish after ``stop``; the first failure stops the rest and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        for finished in asyncio.as_completed(tasks):
+            await finished
+    finally:
+        stop.set()
+        for task in tasks:
+            if not task.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), 2.0)
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,226 @@
+"""The one wire codec: market-data messages on pub/sub, msgpack-encoded.
+
+A quote message on ``<ns>:md:quote:<SYMBOL>`` is a msgpack array::
+
+    [1, "AAPL", [[ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size], ...]]
+
+- element 0: format version (``WIRE_VERSION``);
+- element 1: the symbol (the same as the channel suffix);
+- element 2: one or more quotes for that symbol, oldest first. The hub packs
+  every quote it received for a symbol since its last flush into one message;
+  that is what lets one subscriber read several hundred thousand quotes/s.
+
+Per quote: ``ts_event_ns`` is the exchange/provider event time and
+``ts_recv_ns`` the time the hub received it, both integer nanoseconds since
+the Unix epoch; prices are floats (0 means "no quote on this side"); sizes are
+floats (shares, contracts or coins). A trade message on ``<ns>:md:trade:<SYMBOL>``
+has the same envelope with rows ``[ts_event_ns, ts_recv_ns, price, size]``.
+
+Plain ``msgpack.unpackb(raw)`` decodes every message; nothing here is private.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from hub.errors import DecodeError
+
+WIRE_VERSION = 1
+QUOTE_ROW_LEN = 6
+TRADE_ROW_LEN = 4
+
+QuoteRow = tuple[int, int, float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One top-of-book quote. Immutable; timestamps in ns since the epoch."""
+
+    symbol: str
+    bid: float
+    bid_size: float
+    ask: float
+    ask_size: float
+    ts_event_ns: int
+    ts_recv_ns: int
+
+    @property
+    def instrument(self) -> str:
+        """The seed API's name for ``symbol``."""
+        return self.symbol
+
+    @property
+    def has_bid(self) -> bool:
+        return self.bid > 0.0
+
+    @property
+    def has_ask(self) -> bool:
+        return self.ask > 0.0
+
+    @property
+    def is_two_sided(self) -> bool:
+        return self.has_bid and self.has_ask
+
+    @property
+    def is_crossed(self) -> bool:
+        return self.is_two_sided and self.bid > self.ask
+
+    @property
+    def is_locked(self) -> bool:
+        return self.is_two_sided and self.bid == self.ask
+
+    @property
+    def mid(self) -> float | None:
+        """Plain mid, or None when the quote is not two-sided."""
+        return (self.bid + self.ask) / 2.0 if self.is_two_sided else None
+
+    def to_row(self) -> QuoteRow:
+        return (self.ts_event_ns, self.ts_recv_ns, self.bid, self.bid_size, self.ask, self.ask_size)
+
+    def __getitem__(self, field: str) -> Any:
+        """Dict-style access, as the seed's ``run(data)`` examples use (``data['bid']``)."""
+        try:
+            return getattr(self, field)
+        except AttributeError:
+            raise KeyError(field) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    symbol: str
+    price: float
+    size: float
+    ts_event_ns: int
+    ts_recv_ns: int
+
+
+_pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
+
+
+def encode_quote_rows(symbol: str, rows: list[QuoteRow]) -> bytes:
+    """One wire message carrying ``rows`` (oldest first) for ``symbol``."""
+    return _pack((WIRE_VERSION, symbol, rows))
+
+
+def encode_quotes(quotes: list[Quote]) -> bytes:
+    """One wire message for quotes that all share one symbol."""
+    return encode_quote_rows(quotes[0].symbol, [q.to_row() for q in quotes])
+
+
+def encode_trade_rows(symbol: str, rows: list[tuple[int, int, float, float]]) -> bytes:
+    return _pack((WIRE_VERSION, symbol, rows))
+
+
+def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
+    """Split a wire message into (symbol, rows); rows are not validated yet."""
+    try:
+        message = msgpack.unpackb(raw, use_list=True, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types for bad input
+        raise DecodeError(f"not msgpack: {type(e).__name__}", raw) from e
+    if not isinstance(message, list) or len(message) != 3:
+        raise DecodeError("expected [version, symbol, rows]", raw)
+    version, symbol, rows = message
+    if version != WIRE_VERSION:
+        raise DecodeError(f"unsupported wire version {version!r}", raw)
+    if not isinstance(symbol, str) or not isinstance(rows, list) or not rows:
+        raise DecodeError("symbol must be a string and rows a non-empty list", raw)
+    for row in rows:
+        if not isinstance(row, list) or len(row) != row_len:
+            raise DecodeError(f"each row must be a list of {row_len} values", raw)
+    return symbol, rows
+
+
+def _number(value: Any, name: str, raw: bytes) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DecodeError(f"{name} is not a number: {value!r}", raw)
+    number = float(value)
+    if not math.isfinite(number) or number < 0.0:
+        raise DecodeError(f"{name} must be finite and >= 0, got {value!r}", raw)
+    return number
+
+
+def _timestamp(value: Any, name: str, raw: bytes) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DecodeError(f"{name} must be a non-negative integer of ns, got {value!r}", raw)
+    return value
+
+
+def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
+    """Validate one decoded row. NaN, negative or non-numeric fields raise DecodeError."""
+    ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
+    return Quote(
+        symbol=symbol,
+        bid=_number(bid, "bid", raw),
+        bid_size=_number(bid_size, "bid_size", raw),
+        ask=_number(ask, "ask", raw),
+        ask_size=_number(ask_size, "ask_size", raw),
+        ts_event_ns=_timestamp(ts_event_ns, "ts_event_ns", raw),
+        ts_recv_ns=_timestamp(ts_recv_ns, "ts_recv_ns", raw),
+    )
+
+
+def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
+    """The newest quote in a message, and how many quotes the message held.
+
+    Agents conflate to the latest quote, so only the last row is validated and
+    turned into an object; the rest are counted.
+    """
+    symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)
+    return quote_from_row(symbol, rows[-1], raw), len(rows)
+
+
+def decode_quotes(raw: bytes) -> list[Quote]:
+    """Every quote in a message, validated."""
+    symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)
+    return [quote_from_row(symbol, row, raw) for row in rows]
+
+
+def decode_trades(raw: bytes) -> list[Trade]:
+    symbol, rows = decode_rows(raw, TRADE_ROW_LEN)
+    trades = []
+    for ts_event_ns, ts_recv_ns, price, size in rows:
+        trades.append(Trade(symbol, _number(price, "price", raw), _number(size, "size", raw),
+                            _timestamp(ts_event_ns, "ts_event_ns", raw),
+                            _timestamp(ts_recv_ns, "ts_recv_ns", raw)))
+    return trades
+
+
+def quote_to_hash(quote: Quote) -> dict[str, str]:
+    """The human-readable fields of ``<ns>:quote:<SYMBOL>``."""
+    return {
+        "bid": repr(quote.bid),
+        "bid_size": repr(quote.bid_size),
+        "ask": repr(quote.ask),
+        "ask_size": repr(quote.ask_size),
+        "ts_ns": str(quote.ts_event_ns),
+        "ts_recv_ns": str(quote.ts_recv_ns),
+    }
+
+
+def quote_from_hash(symbol: str, fields: dict[str, str]) -> Quote:
+    """Inverse of :func:`quote_to_hash`, for readers of the latest-quote hash."""
+    try:
+        return Quote(symbol, float(fields["bid"]), float(fields["bid_size"]), float(fields["ask"]),
+                     float(fields["ask_size"]), int(fields["ts_ns"]), int(fields.get("ts_recv_ns", 0)))
+    except (KeyError, ValueError) as e:
+        raise DecodeError(f"latest-quote hash for {symbol} is incomplete: {e}", b"") from e
+
+
+def encode_cache_change(symbol: str, fields: list[str], ts_ns: int) -> bytes:
+    """Notification published after a DataCache write: ``[symbol, [field, ...], ts_ns]``."""
+    return _pack((symbol, fields, ts_ns))
+
+
+def decode_cache_change(raw: bytes) -> tuple[str, list[str], int]:
+    try:
+        symbol, fields, ts_ns = msgpack.unpackb(raw, raw=False)
+    except Exception as e:
+        raise DecodeError(f"not a cache-change message: {type(e).__name__}", raw) from e
+    if not isinstance(symbol, str) or not isinstance(fields, list) or not isinstance(ts_ns, int):
+        raise DecodeError("expected [symbol, [fields], ts_ns]", raw)
+    return symbol, [str(f) for f in fields], ts_ns

@@ -1,0 +1,100 @@
+"""Process heartbeats: a readable, expiring hash per live process (``tf:agent:<name>``).
+
+The hash is claimed at start; a second live process with the same name is
+refused. A hash left by a process that died without cleaning up (kill -9)
+on this host is taken over at once when its pid is gone, so supervisord
+restarts are not refused; on other hosts it expires after ``ttl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+
+import redis.asyncio as aioredis
+
+from hub.clock import Clock
+from hub.errors import DuplicateInstanceError
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_NS = 1_000_000_000
+HEARTBEAT_TTL_MS = 5_000
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Heartbeat:
+    """Owns one heartbeat hash; ``fields()`` supplies the live figures each beat."""
+
+    def __init__(self, client: aioredis.Redis, key: str, clock: Clock,
+                 fields: Callable[[], Mapping[str, str | int | float]],
+                 interval_ns: int = HEARTBEAT_INTERVAL_NS, ttl_ms: int = HEARTBEAT_TTL_MS) -> None:
+        self._client = client
+        self.key = key
+        self._clock = clock
+        self._fields = fields
+        self._interval_ns = interval_ns
+        self._ttl_ms = ttl_ms
+        self.instance = uuid.uuid4().hex
+        self._identity = {"instance": self.instance, "pid": os.getpid(), "host": socket.gethostname(),
+                          "started_ns": clock.time_ns()}
+
+    async def claim(self) -> None:
+        """Take the name, or raise DuplicateInstanceError if a live process holds it."""
+        for _ in range(2):
+            if await self._client.hsetnx(self.key, "instance", self.instance):
+                await self.beat()
+                return
+            holder = await self._client.hgetall(self.key)
+            if not self._is_stale(holder):
+                raise DuplicateInstanceError(
+                    f"'{self.key}' is held by a live process (pid {holder.get('pid')} on "
+                    f"{holder.get('host')}); stop it or give this one another --name")
+            log.warning("taking over %s from dead pid %s", self.key, holder.get("pid"))
+            await self._client.delete(self.key)
+        raise DuplicateInstanceError(f"'{self.key}' is being claimed by another process at the same time")
+
+    def _is_stale(self, holder: Mapping[str, str]) -> bool:
+        if "pid" not in holder:  # claimed a moment ago by someone still writing it
+            return False
+        same_host = holder.get("host") == socket.gethostname()
+        return same_host and not _pid_alive(int(holder["pid"]))
+
+    async def beat(self) -> None:
+        mapping = {**self._identity, **self._fields()}
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, mapping=mapping)
+            pipe.pexpire(self.key, self._ttl_ms)
+            await pipe.execute()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Beat every interval until ``stop`` is set."""
+        next_ns = self._clock.monotonic_ns()
+        while not stop.is_set():
+            await self.beat()
+            next_ns += self._interval_ns
+            sleeper = asyncio.ensure_future(self._clock.sleep_until_ns(next_ns))
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                stopper.cancel()
+
+    async def release(self) -> None:
+        """Delete the hash if it is still ours."""
+        if await self._client.hget(self.key, "instance") == self.instance:
+            await self._client.delete(self.key)

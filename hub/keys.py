@@ -1,0 +1,136 @@
+"""Every Redis name the framework uses, in one place.
+
+Nothing else in the code base builds a key or channel string. All names live
+under a namespace (default ``tf``) so two strategies can share one Redis.
+
+Layout (namespace ``tf``):
+
+====================================  =========  ======================================
+name                                  type       contents
+====================================  =========  ======================================
+``tf:md:quote:<SYMBOL>``              pub/sub    msgpack quote batches (see hub.codec)
+``tf:md:trade:<SYMBOL>``              pub/sub    msgpack trade batches
+``tf:quote:<SYMBOL>``                 hash       latest quote, human-readable
+``tf:cache:<SYMBOL>``                 hash       derived state (``fair_price`` ...)
+``tf:cache:changed:<SYMBOL>``         pub/sub    msgpack list of changed cache fields
+``tf:agent:<NAME>``                   hash       agent heartbeat (expires)
+``tf:hub:<NAME>``                     hash       hub heartbeat (expires)
+``tf:symbols:wanted``                 set        symbols agents asked for
+``tf:ctl:symbols``                    pub/sub    "demand changed" notifications
+``tf:orders:intents``                 stream     order intents (consumer group)
+``tf:orders:events``                  stream     execution events
+``tf:md:exec``                        pub/sub    execution events, for fast reaction
+``tf:order:<CLIENT_ORDER_ID>``        hash       order state
+``tf:orders:open``                    set        client order ids still working
+``tf:position:<SYMBOL>``              hash       position, avg price, realized PnL
+``tf:risk:halt``                      string     kill switch: any value halts trading
+``tf:risk:reduce_only``               string     any value: only position-reducing orders
+``tf:gateway:<NAME>``                 hash       gateway heartbeat (expires)
+====================================  =========  ======================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "tf"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key and channel names under one namespace."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def _name(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    # market data
+    def quote_channel(self, symbol: str) -> str:
+        return self._name("md", "quote", symbol)
+
+    def quote_channel_pattern(self) -> str:
+        return self._name("md", "quote", "*")
+
+    def trade_channel(self, symbol: str) -> str:
+        return self._name("md", "trade", symbol)
+
+    def quote_prefix(self) -> str:
+        return self._name("md", "quote", "")
+
+    def latest_quote(self, symbol: str) -> str:
+        return self._name("quote", symbol)
+
+    # derived state
+    def cache(self, symbol: str) -> str:
+        return self._name("cache", symbol)
+
+    def cache_pattern(self) -> str:
+        return self._name("cache", "*")
+
+    def cache_changed_channel(self, symbol: str) -> str:
+        return self._name("cache", "changed", symbol)
+
+    def cache_changed_prefix(self) -> str:
+        return self._name("cache", "changed", "")
+
+    # processes
+    def agent(self, name: str) -> str:
+        return self._name("agent", name)
+
+    def agent_pattern(self) -> str:
+        return self._name("agent", "*")
+
+    def hub(self, name: str) -> str:
+        return self._name("hub", name)
+
+    def hub_pattern(self) -> str:
+        return self._name("hub", "*")
+
+    def gateway(self, name: str) -> str:
+        return self._name("gateway", name)
+
+    def gateway_pattern(self) -> str:
+        return self._name("gateway", "*")
+
+    # symbol demand
+    def wanted_symbols(self) -> str:
+        return self._name("symbols", "wanted")
+
+    def symbols_control_channel(self) -> str:
+        return self._name("ctl", "symbols")
+
+    # orders
+    def order_intents(self) -> str:
+        return self._name("orders", "intents")
+
+    def order_events(self) -> str:
+        return self._name("orders", "events")
+
+    def exec_channel(self) -> str:
+        return self._name("md", "exec")
+
+    def order(self, client_order_id: str) -> str:
+        return self._name("order", client_order_id)
+
+    def order_pattern(self) -> str:
+        return self._name("order", "*")
+
+    def open_orders(self) -> str:
+        return self._name("orders", "open")
+
+    def position(self, symbol: str) -> str:
+        return self._name("position", symbol)
+
+    def position_pattern(self) -> str:
+        return self._name("position", "*")
+
+    def risk_halt(self) -> str:
+        return self._name("risk", "halt")
+
+    def risk_reduce_only(self) -> str:
+        return self._name("risk", "reduce_only")
+
+    def symbol_from(self, key_or_channel: str, prefix: str) -> str:
+        """The symbol at the end of a name built with one of the ``*_prefix`` methods."""
+        return key_or_channel[len(prefix) :]

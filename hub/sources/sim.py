@@ -1,0 +1,117 @@
+"""A synthetic market: random-walk mids with realistic ticks, spreads, sizes and rate.
+
+Each quote picks a symbol, moves its mid by a log-normal step whose size
+matches ``sim_volatility`` (annualized, over US-equity seconds per year) at the
+per-symbol quote interval, and quotes around it on the tick grid (0.01 at or
+above $1, 0.0001 below) with a spread of 1 to 4 ticks, mostly 1, and sizes in
+round lots. The same seed gives the same sequence of prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hub.errors import ConfigError
+from hub.publisher import Publisher
+from hub.settings import option
+
+SECONDS_PER_YEAR = 252 * 6.5 * 3600
+STEP_NS = 2_000_000  # how often the generator wakes; quotes due meanwhile are emitted together
+SPREAD_TICKS = (1, 1, 1, 1, 1, 1, 2, 2, 3, 4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimSettings:
+    sim_rate: float = option(200.0, help="simulated quotes per second, over all symbols")
+    sim_seed: int = option(0, help="random seed of the simulated market (same seed, same prices)")
+    sim_volatility: float = option(0.3, help="annualized volatility of the simulated mids")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.sim_rate <= 5_000_000:
+            raise ConfigError("setting 'sim_rate' must be in (0, 5000000] quotes/s")
+        if not 0 <= self.sim_volatility < 10:
+            raise ConfigError("setting 'sim_volatility' must be in [0, 10), e.g. 0.3 for 30%")
+
+
+def tick_size(price: float) -> float:
+    return 0.01 if price >= 1.0 else 0.0001
+
+
+def start_price(symbol: str) -> float:
+    """A stable, symbol-specific price between $20 and $520."""
+    return 20.0 + zlib.crc32(symbol.encode()) % 50_000 / 100.0
+
+
+class SimMarket:
+    """The price process, separate from pacing so it can be tested on its own."""
+
+    def __init__(self, symbols: tuple[str, ...], seed: int, volatility: float, rate: float) -> None:
+        self._rng = random.Random(seed)
+        self.symbols = list(symbols)
+        self._mids = {s: start_price(s) for s in symbols}
+        self._volatility = volatility
+        self._rate = rate
+        self._sigma = 0.0
+        self._rescale()
+
+    def add(self, symbols: tuple[str, ...]) -> None:
+        for symbol in symbols:
+            if symbol not in self._mids:
+                self.symbols.append(symbol)
+                self._mids[symbol] = start_price(symbol)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        per_symbol_interval_s = max(len(self.symbols), 1) / self._rate
+        self._sigma = self._volatility * math.sqrt(per_symbol_interval_s / SECONDS_PER_YEAR)
+
+    def next_quote(self) -> tuple[str, float, float, float, float]:
+        """(symbol, bid, bid_size, ask, ask_size) of the next quote."""
+        rng = self._rng
+        symbol = self.symbols[rng.randrange(len(self.symbols))]
+        mid = self._mids[symbol] * math.exp(self._sigma * rng.gauss(0.0, 1.0))
+        self._mids[symbol] = mid
+        tick = tick_size(mid)
+        spread_ticks = SPREAD_TICKS[rng.randrange(len(SPREAD_TICKS))]
+        bid_ticks = math.floor(mid / tick - spread_ticks / 2.0 + 0.5)
+        bid = round(bid_ticks * tick, 4)
+        ask = round((bid_ticks + spread_ticks) * tick, 4)
+        return symbol, bid, float(rng.randint(1, 20) * 100), ask, float(rng.randint(1, 20) * 100)
+
+
+class SimSource:
+    """Emits ``sim_rate`` quotes per second, paced against the monotonic clock."""
+
+    def __init__(self, symbols: tuple[str, ...], settings: SimSettings) -> None:
+        self.market = SimMarket(symbols, settings.sim_seed, settings.sim_volatility, settings.sim_rate)
+        self._rate = settings.sim_rate
+        self.emitted = 0
+
+    async def add_symbols(self, symbols: tuple[str, ...]) -> None:
+        self.market.add(symbols)
+
+    def status(self) -> Mapping[str, str | int | float]:
+        return {"connection": "simulated", "symbols": len(self.market.symbols)}
+
+    async def run(self, publisher: Publisher, stop: asyncio.Event) -> None:
+        started_ns = time.monotonic_ns()
+        while not stop.is_set():
+            if self.market.symbols:
+                due = int((time.monotonic_ns() - started_ns) * self._rate / 1e9) - self.emitted
+                self._emit(publisher, due)
+            await asyncio.sleep(STEP_NS / 1e9)
+
+    def _emit(self, publisher: Publisher, count: int) -> None:
+        now_ns = time.time_ns()
+        next_quote = self.market.next_quote
+        add = publisher.add_quote
+        for _ in range(count):
+            symbol, bid, bid_size, ask, ask_size = next_quote()
+            add(symbol, now_ns, bid, bid_size, ask, ask_size, now_ns)
+        self.emitted += max(count, 0)
