@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -93,7 +94,7 @@ async def test_runs_never_closer_than_throttle(clock: FakeClock, stats: AgentSta
         await clock.advance(10 * MS)
     await clock.advance(500 * MS)
     times = [t for t, _ in rec.calls]
-    assert all(b - a >= 250 for a, b in zip(times, times[1:], strict=False))
+    assert all(b - a >= 250 for a, b in itertools.pairwise(times))
     assert rec.bids[-1] == 100.0  # the last update is never lost
     assert len(times) == 5
 
