@@ -97,7 +97,7 @@ class SimSource:
         self.market.add(symbols)
 
     def status(self) -> Mapping[str, str | int | float]:
-        return {"connection": "simulated", "symbols": len(self.market.symbols)}
+        return {"connection": "simulated", "emitted": self.emitted}
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> None:
         started_ns = time.monotonic_ns()
