@@ -237,7 +237,7 @@ def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type]) -> None:
 def gather(argv: Sequence[str] | None, classes: Sequence[type], *, prog: str,
            description: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Raw values from file < env < flags for every setting of ``classes``."""
-    parser = _Parser(prog=prog, description=description)
+    parser = _Parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
     add_flags(parser, classes)
     args = vars(parser.parse_args(argv))
