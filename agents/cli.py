@@ -17,10 +17,11 @@ from hub.settings import build, gather, option_specs, pick
 
 def agent_main(agent_cls: type[TradingAgent], argv: Sequence[str] | None = None) -> int:
     """Parse flags, env (``TF_<SETTING>``) and ``--config FILE``; run the agent until SIGTERM."""
-    prog = f"python -m {agent_cls.__module__}"
+    prog = _program_name(agent_cls)
     try:
         values = gather(argv, [ProcessSettings, AgentSettings, agent_cls.Params], prog=prog,
-                        description=(agent_cls.__doc__ or "").strip().splitlines()[0] if agent_cls.__doc__ else "")
+                        description=(agent_cls.__doc__ or "").strip().splitlines()[0] if agent_cls.__doc__ else "",
+                        defaults=agent_cls.defaults)
         process = build(ProcessSettings, pick(values, ProcessSettings))
         process_keys = {spec.key for spec in option_specs(ProcessSettings)}
         config = {k: v for k, v in values.items() if k not in process_keys}
@@ -28,6 +29,15 @@ def agent_main(agent_cls: type[TradingAgent], argv: Sequence[str] | None = None)
     except ConfigError as e:
         return config_failure(prog, e)
     return run_process(prog, process.log_level, lambda stop: serve_agents([agent], process, stop))
+
+
+def _program_name(agent_cls: type[TradingAgent]) -> str:
+    """``python -m agents.spotter`` even when the module runs as ``__main__``."""
+    module = agent_cls.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        return f"python -m {spec.name}" if spec is not None else f"python {sys.argv[0]}"
+    return f"python -m {module}"
 
 
 def run_agent_module(agent_cls: type[TradingAgent]) -> None:

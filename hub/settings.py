@@ -222,24 +222,30 @@ def build(cls: type[T], values: Mapping[str, Any], *, allow_unknown: bool = Fals
         raise ConfigError(str(e)) from None
 
 
-def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type]) -> None:
+def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type],
+              defaults: Mapping[str, Any] | None = None) -> None:
     seen: set[str] = set()
     for cls in classes:
         for spec in option_specs(cls):
             if spec.key in seen:
                 continue
             seen.add(spec.key)
-            default = "" if spec.secret or spec.default is dataclasses.MISSING else f" (default: {spec.default})"
+            default = (defaults or {}).get(spec.key, spec.default)
+            shown = "" if spec.secret or default in (dataclasses.MISSING, (), "") else f" (default: {default})"
             parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE",
-                                help=f"{spec.help}{default}; env {spec.env[0]}")
+                                help=f"{spec.help}{shown}; env {' or '.join(reversed(spec.env))}")
 
 
 def gather(argv: Sequence[str] | None, classes: Sequence[type], *, prog: str,
-           description: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Raw values from file < env < flags for every setting of ``classes``."""
+           description: str, environ: Mapping[str, str] | None = None,
+           defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Raw values from file < env < flags for every setting of ``classes``.
+
+    ``defaults`` only changes what ``--help`` shows (e.g. an agent class's own defaults).
+    """
     parser = _Parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
-    add_flags(parser, classes)
+    add_flags(parser, classes, defaults)
     args = vars(parser.parse_args(argv))
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
