@@ -1,0 +1,222 @@
+"""The agent's order client: every call goes through the execution gateway.
+
+Requests are intents appended to the ``tf:orders:intents`` stream (durable:
+the gateway handles each exactly once, even across its restarts); state is read
+from the hashes the gateway writes (``tf:order:<id>``, ``tf:position:<SYMBOL>``);
+updates arrive on the exec channel. Agents never hold broker keys.
+
+    coid = await self.trading.submit_limit("AAPL", "buy", 10, 187.25)
+    order = await self.trading.wait_for(coid, {"new", "filled", "rejected"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import itertools
+import json
+import logging
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Collection
+from decimal import Decimal
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from hub.clock import Clock, SystemClock
+from hub.execution.intents import encode_intent
+from hub.execution.model import TERMINAL, Intent, Order, Position, to_decimal
+from hub.keys import Keys
+
+__all__ = ["TERMINAL", "Order", "Position", "TradingClient"]
+
+log = logging.getLogger(__name__)
+
+#: Intents kept on the stream (approximately); handled ones are only history.
+INTENTS_MAXLEN = 100_000
+Number = Decimal | int | str | float
+UpdateCallback = Callable[[Order], Awaitable[None] | None]
+
+
+def _quantity(value: Number, name: str) -> Decimal:
+    number = to_decimal(value, name)
+    if number <= 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return number
+
+
+class TradingClient:
+    """One agent's view of the account, through the gateway."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, agent_name: str, clock: Clock | None = None) -> None:
+        self._client = client
+        self._keys = keys
+        self.agent_name = agent_name
+        self._clock = clock or SystemClock()
+        self._prefix = f"{agent_name}-{uuid.uuid4().hex[:8]}-"
+        self._counter = itertools.count(1)
+        self._callbacks: list[UpdateCallback] = []
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._listener: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    def new_client_order_id(self) -> str:
+        """Unique across restarts (random per client) and readable (agent name first)."""
+        return f"{self._prefix}{next(self._counter)}"
+
+    # requests ---------------------------------------------------------------------------
+
+    async def submit_limit(self, symbol: str, side: Literal["buy", "sell"], qty: Number, limit_price: Number, *,
+                           time_in_force: str = "day", client_order_id: str | None = None) -> str:
+        coid = client_order_id or self.new_client_order_id()
+        await self._send(Intent("submit", self.agent_name, client_order_id=coid, symbol=symbol.upper(), side=side,
+                                order_type="limit", qty=_quantity(qty, "qty"),
+                                limit_price=_quantity(limit_price, "limit_price"), time_in_force=time_in_force))
+        return coid
+
+    async def submit_market(self, symbol: str, side: Literal["buy", "sell"], qty: Number, *,
+                            client_order_id: str | None = None) -> str:
+        coid = client_order_id or self.new_client_order_id()
+        await self._send(Intent("submit", self.agent_name, client_order_id=coid, symbol=symbol.upper(), side=side,
+                                order_type="market", qty=_quantity(qty, "qty")))
+        return coid
+
+    async def cancel(self, client_order_id: str) -> None:
+        await self._send(Intent("cancel", self.agent_name, target=client_order_id))
+
+    async def replace(self, client_order_id: str, *, qty: Number | None = None,
+                      limit_price: Number | None = None) -> str:
+        if qty is None and limit_price is None:
+            raise ValueError("replace needs qty and/or limit_price")
+        coid = self.new_client_order_id()
+        await self._send(Intent(
+            "replace", self.agent_name, client_order_id=coid, target=client_order_id,
+            qty=None if qty is None else _quantity(qty, "qty"),
+            limit_price=None if limit_price is None else _quantity(limit_price, "limit_price")))
+        return coid
+
+    async def cancel_all(self, symbol: str | None = None) -> None:
+        """Cancel every open order of this agent (optionally one symbol's)."""
+        await self._send(Intent("cancel_all", self.agent_name, symbol=(symbol or "").upper()))
+
+    async def _send(self, intent: Intent) -> None:
+        if self._callbacks and self._listener is None:
+            self._start_listener()
+        stamped = dataclasses.replace(intent, ts_ns=self._clock.time_ns())
+        await self._client.xadd(self._keys.order_intents(), encode_intent(stamped), maxlen=INTENTS_MAXLEN,
+                                approximate=True)
+
+    # state ----------------------------------------------------------------------------------
+
+    async def order(self, client_order_id: str) -> Order | None:
+        fields = await self._client.hgetall(self._keys.order(client_order_id))
+        return Order.from_fields(fields) if fields else None
+
+    async def open_orders(self, symbol: str | None = None) -> list[Order]:
+        ids = sorted(await self._client.smembers(self._keys.open_orders()))
+        pipe = self._client.pipeline(transaction=False)
+        for coid in ids:
+            pipe.hgetall(self._keys.order(coid))
+        orders = [Order.from_fields(f) for f in await pipe.execute() if f]
+        return [o for o in orders if o.is_open and o.agent == self.agent_name
+                and (symbol is None or o.symbol == symbol.upper())]
+
+    async def position(self, symbol: str) -> Position:
+        symbol = symbol.upper()
+        return Position.from_fields(symbol, await self._client.hgetall(self._keys.position(symbol)))
+
+    async def positions(self) -> dict[str, Position]:
+        prefix = self._keys.position("")
+        result = {}
+        async for key in self._client.scan_iter(match=self._keys.position_pattern(), count=500):
+            symbol = key[len(prefix):]
+            result[symbol] = Position.from_fields(symbol, await self._client.hgetall(key))
+        return result
+
+    # updates --------------------------------------------------------------------------------
+
+    async def wait_for(self, client_order_id: str, statuses: Collection[str] = TERMINAL,
+                       timeout_s: float = 5.0) -> Order:
+        """The order once its status is one of ``statuses``; TimeoutError after ``timeout_s``."""
+        await self._ensure_listener()
+        event = self._waiters.setdefault(client_order_id, asyncio.Event())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:
+            while True:
+                event.clear()
+                order = await self.order(client_order_id)  # read after subscribing: no update is missed
+                if order is not None and order.status in statuses:
+                    return order
+                remaining_s = deadline - loop.time()
+                if remaining_s <= 0:
+                    state = order.status if order else "unknown to the gateway"
+                    raise TimeoutError(f"order {client_order_id} still {state} after {timeout_s}s")
+                with contextlib.suppress(TimeoutError):
+                    # The poll bound covers a lost pub/sub message.
+                    await asyncio.wait_for(event.wait(), min(remaining_s, 0.5))
+        finally:
+            self._waiters.pop(client_order_id, None)
+
+    def on_update(self, callback: UpdateCallback) -> None:
+        """Call ``callback(order)`` on every update of this agent's orders."""
+        self._callbacks.append(callback)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not in a loop yet: the next request starts listening
+        if self._listener is None:
+            self._start_listener()
+
+    def _start_listener(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name=f"{self.agent_name}:trading-updates")
+
+    async def _ensure_listener(self) -> None:
+        if self._listener is None:
+            self._start_listener()
+        await self._subscribed.wait()
+
+    async def _listen(self) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self._keys.exec_channel())
+            self._subscribed.set()
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    await self._dispatch(message["data"])
+        finally:
+            self._subscribed.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _dispatch(self, data: Any) -> None:
+        try:
+            fields = json.loads(data)
+            coid = fields["client_order_id"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("skipping a malformed execution message")
+            return
+        waiter = self._waiters.get(coid)
+        if waiter is not None:
+            waiter.set()
+        if fields.get("agent") != self.agent_name or not self._callbacks:
+            return
+        order = Order.from_fields(fields)
+        for callback in self._callbacks:
+            try:
+                result = callback(order)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # a buggy callback must not stop updates to the others
+                log.exception("order-update callback failed (pid %d)", os.getpid())
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None

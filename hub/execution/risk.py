@@ -1,0 +1,209 @@
+"""Pre-trade risk: every new order passes these checks in the gateway before it reaches a broker.
+
+Checks, in order (the first failure is the rejection reason sent back to the agent):
+
+1. trading state: ``tf:risk:halt`` set -> reject everything; ``tf:risk:reduce_only`` set ->
+   only orders that shrink the position (counting this side's open orders) pass;
+2. Alpaca price rules: limit prices on the tick grid (2 decimals at or above $1, 4 below);
+3. max order quantity; 4. max order notional (limit price, or the touch for market orders);
+5. max position per symbol, counting this side's open orders;
+6. max open orders (account-wide);
+7. price collar: a buy limit may be at most ``price_collar`` above the ask, a sell at most
+   that far below the bid (fat-finger check);
+8. order rate: a token bucket, by default 3/s with bursts of 20, which also keeps the
+   account under Alpaca's 200 requests per minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from hub.clock import Clock
+from hub.errors import ConfigError
+from hub.execution.model import ZERO, Order, fmt
+from hub.settings import option
+
+ONE_DOLLAR = Decimal(1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskSettings:
+    max_order_qty: float = option(1_000.0, help="largest quantity of one order")
+    max_order_notional: float = option(100_000.0, help="largest qty x price of one order, in dollars")
+    max_position: float = option(5_000.0, help="largest absolute position per symbol, counting open orders")
+    max_open_orders: int = option(200, help="most orders working at once, account-wide")
+    order_rate: float = option(3.0, help="new orders and replaces per second (token bucket refill); "
+                                         "3/s keeps under Alpaca's 200 requests/min")
+    order_burst: int = option(20, help="token bucket size: orders allowed back to back")
+    price_collar: float = option(0.05, help="largest distance of a limit price through the touch, as a "
+                                            "fraction (0.05 = 5%%); 0 disables the fat-finger check")
+    require_quote: bool = option(True, help="reject orders on symbols with no quote in tf:quote:<SYMBOL> "
+                                            "(needed for the collar and market-order notional)")
+
+    def __post_init__(self) -> None:
+        for name in ("max_order_qty", "max_order_notional", "max_position", "order_rate"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting '{name}' must be > 0")
+        if self.max_open_orders <= 0 or self.order_burst <= 0:
+            raise ConfigError("settings 'max_open_orders' and 'order_burst' must be > 0")
+        if not 0 <= self.price_collar < 1:
+            raise ConfigError("setting 'price_collar' must be in [0, 1), e.g. 0.05 for 5%")
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """The latest bid and ask (0 = no quote on that side)."""
+
+    bid: Decimal
+    ask: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RiskContext:
+    """What the checks need to know besides the order itself."""
+
+    halted: bool
+    reduce_only: bool
+    position_qty: Decimal
+    open_orders: Sequence[Order]  # this symbol's working orders, excluding the new one
+    open_count: int  # account-wide
+    touch: Touch | None
+
+
+class TokenBucket:
+    """``rate_per_s`` tokens per second up to ``burst``; ``take()`` is False when empty."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
+        self._rate_per_ns = rate_per_s / 1e9
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._last_ns = clock.monotonic_ns()
+
+    def take(self) -> bool:
+        now_ns = self._clock.monotonic_ns()
+        self._tokens = min(self._burst, self._tokens + (now_ns - self._last_ns) * self._rate_per_ns)
+        self._last_ns = now_ns
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+def tick_decimals(price: Decimal) -> int:
+    return 2 if price >= ONE_DOLLAR else 4
+
+
+def check_tick(price: Decimal) -> str | None:
+    places = tick_decimals(price)
+    if price != price.quantize(Decimal(1).scaleb(-places)):
+        where = "at or above $1" if places == 2 else "below $1"
+        return f"limit price {fmt(price)} is off the tick grid: Alpaca allows {places} decimals {where}"
+    return None
+
+
+def _working(orders: Sequence[Order], side: str) -> Decimal:
+    return sum((o.remaining_qty for o in orders if o.side == side), ZERO)
+
+
+def reference_price(order: Order, touch: Touch | None) -> Decimal | None:
+    """The price an order's notional is measured at: its limit, else the touch it would take."""
+    if order.limit_price is not None:
+        return order.limit_price
+    if touch is None:
+        return None
+    price = touch.ask if order.side == "buy" else touch.bid
+    return price if price > 0 else None
+
+
+class RiskChecks:
+    def __init__(self, settings: RiskSettings, clock: Clock) -> None:
+        self.settings = settings
+        self._bucket = TokenBucket(settings.order_rate, settings.order_burst, clock)
+        self._max_qty = Decimal(repr(settings.max_order_qty))
+        self._max_notional = Decimal(repr(settings.max_order_notional))
+        self._max_position = Decimal(repr(settings.max_position))
+        self._collar = Decimal(repr(settings.price_collar))
+        self.rejections = 0
+
+    def check(self, order: Order, ctx: RiskContext) -> str | None:
+        """The rejection reason, or None if the order may go to the broker."""
+        checks: tuple[Callable[[Order, RiskContext], str | None], ...] = (
+            self._state, self._tick, self._size, self._notional, self._position, self._open_count,
+            self._price_collar, self._rate)
+        for check in checks:
+            reason = check(order, ctx)
+            if reason is not None:
+                self.rejections += 1
+                return reason
+        return None
+
+    def _state(self, order: Order, ctx: RiskContext) -> str | None:
+        if ctx.halted:
+            return "trading halted (kill switch tf:risk:halt is set)"
+        if not ctx.reduce_only:
+            return None
+        if order.side == "buy":
+            room = -ctx.position_qty - _working(ctx.open_orders, "buy")
+        else:
+            room = ctx.position_qty - _working(ctx.open_orders, "sell")
+        if order.qty > room:
+            return (f"reduce-only: {order.side} {fmt(order.qty)} would not reduce the position "
+                    f"{fmt(ctx.position_qty)} (room {fmt(max(room, ZERO))} counting open orders)")
+        return None
+
+    def _tick(self, order: Order, ctx: RiskContext) -> str | None:
+        return check_tick(order.limit_price) if order.limit_price is not None else None
+
+    def _size(self, order: Order, ctx: RiskContext) -> str | None:
+        if order.qty > self._max_qty:
+            return f"quantity {fmt(order.qty)} exceeds max_order_qty {fmt(self._max_qty)}"
+        return None
+
+    def _notional(self, order: Order, ctx: RiskContext) -> str | None:
+        price = reference_price(order, ctx.touch)
+        if price is None:
+            if order.order_type == "market" and self.settings.require_quote:
+                return f"no quote for {order.symbol}: cannot price a market order"
+            return None
+        notional = order.qty * price
+        if notional > self._max_notional:
+            return f"notional {fmt(notional)} exceeds max_order_notional {fmt(self._max_notional)}"
+        return None
+
+    def _position(self, order: Order, ctx: RiskContext) -> str | None:
+        if order.side == "buy":
+            projected = ctx.position_qty + _working(ctx.open_orders, "buy") + order.qty
+        else:
+            projected = ctx.position_qty - _working(ctx.open_orders, "sell") - order.qty
+        if abs(projected) > self._max_position:
+            return (f"position {fmt(ctx.position_qty)} with open orders and this one could reach "
+                    f"{fmt(projected)}, beyond max_position {fmt(self._max_position)}")
+        return None
+
+    def _open_count(self, order: Order, ctx: RiskContext) -> str | None:
+        if ctx.open_count >= self.settings.max_open_orders:
+            return f"{ctx.open_count} orders already open (max_open_orders {self.settings.max_open_orders})"
+        return None
+
+    def _price_collar(self, order: Order, ctx: RiskContext) -> str | None:
+        if order.limit_price is None or self._collar == 0:
+            return None
+        touch = ctx.touch
+        if touch is None:
+            return f"no quote for {order.symbol} to check the price collar" if self.settings.require_quote else None
+        if order.side == "buy" and touch.ask > 0 and order.limit_price > touch.ask * (1 + self._collar):
+            return (f"buy limit {fmt(order.limit_price)} is more than {self._collar:%} above the ask "
+                    f"{fmt(touch.ask)} (price collar)")
+        if order.side == "sell" and touch.bid > 0 and order.limit_price < touch.bid * (1 - self._collar):
+            return (f"sell limit {fmt(order.limit_price)} is more than {self._collar:%} below the bid "
+                    f"{fmt(touch.bid)} (price collar)")
+        return None
+
+    def _rate(self, order: Order, ctx: RiskContext) -> str | None:
+        if not self._bucket.take():
+            return (f"order rate limit: more than {self.settings.order_rate:g}/s "
+                    f"(burst {self.settings.order_burst}); retry later")
+        return None

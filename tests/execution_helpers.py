@@ -1,0 +1,82 @@
+"""An in-process gateway over the suite's real Redis, for order-path tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from agents.trading import TradingClient
+from hub.clock import SystemClock
+from hub.connection import redis_client
+from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
+from hub.execution.gateway import Gateway
+from hub.execution.risk import RiskChecks, RiskSettings
+from hub.execution.store import OrderStore
+from hub.keys import Keys
+from hub.publisher import Publisher
+from tests.helpers import eventually_async
+
+KEYS = Keys()
+LOOSE_RISK = RiskSettings(order_rate=10_000.0, order_burst=10_000, max_position=1_000_000.0,
+                          max_order_notional=10_000_000.0, max_order_qty=100_000.0)
+
+
+@dataclass
+class SimStack:
+    client: aioredis.Redis
+    raw: aioredis.Redis
+    store: OrderStore
+    broker: SimBroker
+    gateway: Gateway
+    publisher: Publisher
+
+    def trading(self, agent: str = "tester") -> TradingClient:
+        return TradingClient(self.client, KEYS, agent)
+
+    async def quote(self, symbol: str, bid: float, bid_size: float, ask: float, ask_size: float) -> None:
+        """Publish one quote and wait until the sim broker has matched against it."""
+        before = self.broker.quotes_seen
+        self.publisher.add_quote(symbol, 1, bid, bid_size, ask, ask_size)
+        await self.publisher.flush()
+        await eventually_async(lambda: _true(self.broker.quotes_seen > before), timeout_s=5,
+                               message="the sim broker to see the quote")
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@contextlib.asynccontextmanager
+async def sim_stack(redis_url: str, risk: RiskSettings = LOOSE_RISK,
+                    sim: SimBrokerSettings | None = None) -> AsyncIterator[SimStack]:
+    client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
+    clock = SystemClock()
+    store = OrderStore(client, KEYS, clock)
+    broker = SimBroker(store, raw, KEYS, sim or SimBrokerSettings())
+    gateway = Gateway(client, KEYS, store, broker, RiskChecks(risk, clock), clock, poll_ns=50_000_000)
+    stop = asyncio.Event()
+    await gateway.start()
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(c) for c in (
+        gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop))]
+    await eventually_async(lambda: _numpat(client), timeout_s=5, message="the sim broker to subscribe")
+    try:
+        yield SimStack(client, raw, store, broker, gateway, Publisher(raw, KEYS))
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await raw.aclose()
+        await client.aclose()
+
+
+async def _numpat(client: aioredis.Redis) -> bool:
+    return int(await client.execute_command("PUBSUB", "NUMPAT")) >= 1
+
+
+def dec(value: str | None) -> Decimal:
+    return Decimal(value or 0)
