@@ -17,6 +17,9 @@ _EXPORTS = {
     "Spotter": "agents.spotter",
     "SpreadCalculator": "agents.spread_calculator",
     "Volatility": "agents.volatility",
+    "QuoteManager": "agents.quote_manager",
+    "DeltaHedger": "agents.delta_hedger",
+    "PnL": "agents.pnl",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -12,6 +12,7 @@ name                                  type       contents
 ``tf:md:trade:<SYMBOL>``              pub/sub    msgpack trade batches
 ``tf:quote:<SYMBOL>``                 hash       latest quote, human-readable
 ``tf:cache:<SYMBOL>``                 hash       derived state (``fair_price`` ...)
+``tf:cache:PORTFOLIO``                hash       portfolio totals (``pnl_total`` ...)
 ``tf:cache:changed:<SYMBOL>``         pub/sub    msgpack list of changed cache fields
 ``tf:agent:<NAME>``                   hash       agent heartbeat (expires)
 ``tf:hub:<NAME>``                     hash       hub heartbeat (expires)
@@ -34,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_NAMESPACE = "tf"
+#: The DataCache "instrument" holding portfolio-wide values (``tf:cache:PORTFOLIO``).
+PORTFOLIO = "PORTFOLIO"
 
 
 @dataclass(frozen=True, slots=True)
