@@ -64,6 +64,7 @@ def supervisor(redis_url: str, tmp_path: Path) -> Iterator[Any]:
     server = xmlrpc.client.ServerProxy("http://127.0.0.1", SupervisorTransport(None, None, f"unix://{sock}"))
     eventually(lambda: sock.exists(), message="supervisord socket")
     yield server
+    server("close")()  # closes the transport's unix socket
     proc.terminate()
     proc.wait(30)
 
