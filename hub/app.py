@@ -18,6 +18,7 @@ from hub.errors import ConfigError
 from hub.heartbeat import Heartbeat
 from hub.keys import Keys
 from hub.publisher import Publisher
+from hub.recording import Recorder
 from hub.settings import build, option, parse_symbols, pick
 from hub.sources import SOURCES, Source
 
@@ -31,6 +32,8 @@ class HubSettings:
     source: SourceName = option("sim", help="where quotes come from: sim, alpaca or replay")
     symbols: tuple[str, ...] = option((), help="symbols to stream from the start (agents can add more)")
     name: str = option("hub", help="name of this hub (heartbeat tf:hub:<name>)")
+    record: str = option("", help="record every published quote with its timestamps to this file "
+                                  "(replay it with --source replay --file FILE)")
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -124,11 +127,16 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             "dropped": publisher.stats.dropped, "rate_qps": meter.rate(publisher.stats.quotes),
             **source.status()})
         await heartbeat.claim()
+        recorder = Recorder(config.hub.record, config.hub.source) if config.hub.record else None
+        if recorder is not None:
+            publisher.listeners.append(recorder)
         log.info("hub %s streaming %s from %s", config.hub.name, ",".join(demand.symbols) or "-", config.hub.source)
         try:
             await _run_tasks(stop, source.run(publisher, stop), publisher.run(stop), heartbeat.run(stop),
                              demand.follow(raw_client, source, stop))
         finally:
+            if recorder is not None:
+                recorder.close()
             with contextlib.suppress(Exception):
                 await heartbeat.release()
             log.info("hub %s stopped after %d quotes", config.hub.name, publisher.stats.quotes)

@@ -1,0 +1,128 @@
+"""The seam between the hub and alpaca-py's data stream (tested with alpaca-py 0.44.0, pinned).
+
+alpaca-py's ``DataStream.run()`` owns an event loop (``asyncio.run``), and its
+``_run_forever`` logs 402/406/409 and retries forever, so a hub could never tell
+"bad keys" from "slot taken". We therefore run the SDK's own coroutines inside
+the hub's uvloop loop and supervise them ourselves:
+
+- ``_connect`` (websocket, headers, the ``connected`` greeting) and
+  ``_send_subscribe_msg`` / ``close`` are the SDK's;
+- ``_consume`` is the SDK's receive loop, with raw_data=True and our quote
+  handler registered through ``subscribe_quotes``;
+- ``_auth`` is replaced (:meth:`_HubStreamMixin._auth`) only to keep Alpaca's
+  error *code*, which the SDK folds into a ValueError message;
+- ``_dispatch`` is extended to hand ``error`` and ``subscription`` frames to
+  the hub (the SDK would only log them), everything else goes to the SDK.
+
+We never call ``run()``/``_run_forever`` and never set ``_running``, so the
+SDK's thread-hopping ``run_coroutine_threadsafe(...).result()`` paths (which
+would deadlock in our own loop) are never taken. :func:`check_sdk` verifies at
+start that the private methods this relies on still exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import msgpack
+from websockets.exceptions import WebSocketException
+
+from hub.errors import ConfigError
+from hub.sources.alpaca_errors import error_from_frame
+from hub.sources.alpaca_settings import AlpacaSettings
+
+with warnings.catch_warnings():
+    # alpaca-py imports websockets.legacy, which websockets >= 14 flags as deprecated.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from alpaca.data.enums import CryptoFeed, DataFeed
+    from alpaca.data.live.crypto import CryptoDataStream
+    from alpaca.data.live.stock import StockDataStream
+
+log = logging.getLogger(__name__)
+
+QuoteHandler = Callable[[dict[str, Any]], Awaitable[None]]
+ControlHandler = Callable[[dict[str, Any]], None]
+
+#: Websocket keepalive: a peer that stops answering pings is dropped after interval + timeout.
+WEBSOCKET_PARAMS = {"ping_interval": 10, "ping_timeout": 20, "max_queue": 1024, "close_timeout": 2}
+_SDK_METHODS = ("_connect", "_consume", "_dispatch", "_send_subscribe_msg", "close", "_handlers", "_ws")
+
+
+class _HubStreamMixin:
+    """Overrides shared by the stock and crypto streams; ``on_control`` is set by the source."""
+
+    on_control: ControlHandler
+    _ws: Any
+    _api_key: str
+    _secret_key: str
+
+    async def _auth(self) -> None:
+        await self._ws.send(msgpack.packb({"action": "auth", "key": self._api_key, "secret": self._secret_key}))
+        reply = msgpack.unpackb(await self._ws.recv())
+        first = reply[0] if isinstance(reply, list) and reply else reply
+        if isinstance(first, dict) and first.get("T") == "success" and first.get("msg") == "authenticated":
+            return
+        raise error_from_frame(first)
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("T")
+        if kind in ("error", "subscription", "success"):
+            self.on_control(msg)
+            return
+        await super()._dispatch(msg)  # type: ignore[misc]
+
+
+class HubStockStream(_HubStreamMixin, StockDataStream):
+    pass
+
+
+class HubCryptoStream(_HubStreamMixin, CryptoDataStream):
+    pass
+
+
+def check_sdk() -> None:
+    """Fail at start, clearly, if this alpaca-py lacks the internals the adapter drives."""
+    probe = HubStockStream("k", "s", raw_data=True)
+    missing = [name for name in _SDK_METHODS if not hasattr(probe, name)]
+    if missing:
+        raise ConfigError(f"the installed alpaca-py lacks {', '.join(missing)}; install the pinned "
+                          "version (pip install alpaca-py==0.44.0)")
+
+
+def make_stream(settings: AlpacaSettings, on_control: ControlHandler) -> StockDataStream | CryptoDataStream:
+    """A fresh SDK stream object for one connection."""
+    stream: StockDataStream | CryptoDataStream
+    if settings.asset_class == "crypto":
+        try:
+            crypto_feed = CryptoFeed(settings.crypto_feed)
+        except ValueError:
+            choices = ", ".join(f.value for f in CryptoFeed)
+            raise ConfigError(f"setting 'crypto_feed': {settings.crypto_feed!r} is not one of {choices}") from None
+        stream = HubCryptoStream(settings.api_key, settings.api_secret, raw_data=True, feed=crypto_feed,
+                                 url_override=settings.stream_url,
+                                 websocket_params=dict(WEBSOCKET_PARAMS))
+    else:
+        feed = DataFeed.SIP if settings.feed == "sip" else DataFeed.IEX
+        stream = HubStockStream(settings.api_key, settings.api_secret, raw_data=True, feed=feed,
+                                url_override=settings.stream_url, websocket_params=dict(WEBSOCKET_PARAMS))
+    stream.on_control = on_control
+    return stream
+
+
+def add_quote_handlers(stream: StockDataStream | CryptoDataStream, handler: QuoteHandler,
+                       symbols: tuple[str, ...]) -> None:
+    """Register ``handler`` for ``symbols``; with ``_running`` false this is a plain dict update."""
+    assert not stream._running, "the hub drives the stream itself; _running must stay False"
+    stream.subscribe_quotes(cast(Any, handler), *symbols)
+
+
+async def close_stream(stream: Any) -> None:
+    """Close the SDK stream; a connection that is already gone is not an error."""
+    try:
+        await asyncio.wait_for(stream.close(), 3.0)
+    except (WebSocketException, OSError) as e:
+        log.debug("closing the stream: %s", e)
