@@ -1,0 +1,136 @@
+"""The gateway process: settings, wiring of store, risk, broker and heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from hub.clock import SystemClock
+from hub.connection import ProcessSettings, redis_client, wait_for_redis
+from hub.errors import ConfigError
+from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
+from hub.execution.brokers.base import Broker
+from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
+from hub.execution.gateway import Gateway
+from hub.execution.risk import RiskChecks, RiskSettings
+from hub.execution.store import OrderStore
+from hub.heartbeat import Heartbeat
+from hub.settings import build, option, pick
+
+log = logging.getLogger(__name__)
+
+BrokerName = Literal["sim", "alpaca"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewaySettings:
+    broker: BrokerName = option("sim", help="where orders go: sim (fills against bus quotes) or alpaca")
+    name: str = option("gateway", help="name of this gateway (heartbeat tf:gateway:<name>, consumer name)")
+    intent_batch: int = option(100, help="intents read from the stream at a time")
+    risk_poll_ns: int = option(100_000_000, key="risk_poll", duration=True,
+                               help="how often the kill switch and reduce-only keys are read")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.intent_batch <= 10_000:
+            raise ConfigError("setting 'intent_batch' must be in [1, 10000]")
+        if not 1_000_000 <= self.risk_poll_ns <= 1_000_000_000:
+            raise ConfigError("setting 'risk_poll' must be between 1ms and 1s (the kill switch must act within 1s)")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    process: ProcessSettings
+    gateway: GatewaySettings
+    risk: RiskSettings
+    sim: SimBrokerSettings
+    alpaca: AlpacaBrokerSettings
+
+
+def settings_classes() -> list[type]:
+    return [ProcessSettings, GatewaySettings, RiskSettings, SimBrokerSettings, AlpacaBrokerSettings]
+
+
+def gateway_config(values: Mapping[str, Any]) -> GatewayConfig:
+    config = GatewayConfig(*(build(cls, pick(values, cls)) for cls in settings_classes()))
+    if config.gateway.broker == "alpaca":
+        config.alpaca.require_keys()
+    return config
+
+
+def make_broker(config: GatewayConfig, store: OrderStore, raw_client: aioredis.Redis) -> Broker:
+    keys = config.process.keys
+    if config.gateway.broker == "sim":
+        return SimBroker(store, raw_client, keys, config.sim)
+    from hub.execution.brokers.alpaca import AlpacaBroker  # imports the SDK only when used
+
+    return AlpacaBroker(store, config.alpaca)
+
+
+def latency_summary_us(samples: list[int]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    return {"ack_p50_us": round(statistics.median(ordered) / 1e3, 1),
+            "ack_p99_us": round(ordered[int(len(ordered) * 0.99) - 1 if len(ordered) > 1 else 0] / 1e3, 1)}
+
+
+async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
+    settings, keys, clock = config.process, config.process.keys, SystemClock()
+    client = redis_client(settings.redis_url)
+    raw_client = redis_client(settings.redis_url, decode=False)
+    try:
+        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        store = OrderStore(client, keys, clock)
+        broker = make_broker(config, store, raw_client)
+        gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock), clock,
+                          consumer=config.gateway.name, batch=config.gateway.intent_batch,
+                          poll_ns=config.gateway.risk_poll_ns)
+        heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock, lambda: {
+            "kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
+            "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
+            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns)})
+        await heartbeat.claim()  # one gateway per namespace: the store is a single writer
+        try:
+            await gateway.start()
+            log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
+                     len(store.open))
+            await run_tasks(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),
+                            heartbeat.run(stop))
+        finally:
+            with contextlib.suppress(Exception):
+                await broker.close()
+            with contextlib.suppress(Exception):
+                await heartbeat.release()
+            log.info("gateway %s stopped: %s", config.gateway.name, vars_of(gateway))
+    finally:
+        await raw_client.aclose()
+        await client.aclose()
+
+
+def vars_of(gateway: Gateway) -> dict[str, int]:
+    stats = gateway.stats
+    return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
+            "duplicates": stats.duplicates, "bad_intents": stats.bad_intents, "replayed": stats.replayed}
+
+
+async def run_tasks(stop: asyncio.Event, *coros: Any) -> None:
+    """Run until all finish after ``stop``; the first failure stops the rest and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        for finished in asyncio.as_completed(tasks):
+            await finished
+    finally:
+        stop.set()
+        for task in tasks:
+            if not task.done():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), 3.0)
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
