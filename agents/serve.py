@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from agents.base import TradingAgent
 from agents.runtime import AgentRuntime, run_agents
+from agents.trading import TradingClient
 from hub.clock import Clock, SystemClock
 from hub.connection import ProcessSettings, redis_client, wait_for_redis
 
@@ -18,12 +19,20 @@ async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings
     clock = clock or SystemClock()
     client = redis_client(settings.redis_url)
     raw_client = redis_client(settings.redis_url, decode=False)
+    trading_clients: list[TradingClient] = []
     try:
         await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
         runtimes = [AgentRuntime(agent, client=client, raw_client=raw_client, keys=settings.keys, clock=clock)
                     for agent in agents]
-        await run_agents(runtimes, stop)
+        for runtime in runtimes:  # orders go through the execution gateway (python -m hub.execution)
+            trading = TradingClient(client, settings.keys, runtime.agent.name, clock)
+            trading_clients.append(trading)
+            runtime.agent.attach_trading(trading)
+        await run_agents(runtimes, stop)  # on_stop (cancel quotes) runs in here, with the clients still open
     finally:
+        for trading in trading_clients:
+            with contextlib.suppress(Exception):
+                await trading.aclose()
         with contextlib.suppress(Exception):
             await raw_client.aclose()
         with contextlib.suppress(Exception):

@@ -106,7 +106,10 @@ class AlpacaBroker:
             await asyncio.sleep(0.05)
         self.requests += 1
         try:
-            return await asyncio.to_thread(fn, *args)
+            # On timeout the worker thread is abandoned; a resubmission is safe (lookup by client_order_id first).
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), self._settings.request_timeout_s)
+        except TimeoutError:
+            raise BrokerUnavailable(f"alpaca did not answer within {self._settings.request_timeout_s:g}s") from None
         except APIError as e:
             raise _api_error(e) from None
         except requests.RequestException as e:
