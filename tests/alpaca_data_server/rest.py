@@ -45,7 +45,8 @@ class HistoryServer:
     """``with HistoryServer({"AAPL": rows}) as server: server.url``."""
 
     def __init__(self, quotes: dict[str, list[HistoryRow]], credentials: tuple[str, str] = ("key", "secret"),
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, page_size: int = MAX_LIMIT) -> None:
+        self.page_size = page_size
         self.quotes = {symbol: sorted(rows) for symbol, rows in quotes.items()}
         self.credentials = credentials
         self.requests: list[dict[str, list[str]]] = []
@@ -70,7 +71,7 @@ class HistoryServer:
         symbols = query.get("symbols", [""])[0].split(",")
         start_ns = _parse_time_ns(query["start"][0]) if "start" in query else 0
         end_ns = _parse_time_ns(query["end"][0]) if "end" in query else 2**63
-        limit = min(int(query.get("limit", [str(MAX_LIMIT)])[0]), MAX_LIMIT)
+        limit = min(int(query.get("limit", [str(MAX_LIMIT)])[0]), MAX_LIMIT, self.page_size)
         offset = int(base64.b64decode(query["page_token"][0])) if query.get("page_token") else 0
         rows = [(s, r) for s in sorted(symbols) for r in self.quotes.get(s, []) if start_ns <= r[0] < end_ns]
         chunk = rows[offset:offset + limit]
