@@ -1,0 +1,69 @@
+"""examples/shadow_market_making_algo.py runs as written: in-process, and against the separate processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import redis
+
+from hub.execution.model import TERMINAL
+from hub.keys import PORTFOLIO, Keys
+from tests.helpers import ProcessGroup, eventually
+
+KEYS = Keys()
+EXAMPLE = "examples/shadow_market_making_algo.py"
+
+
+def orders(client: redis.Redis) -> list[dict[str, str]]:
+    return [client.hgetall(key) for key in client.scan_iter(match=KEYS.order_pattern(), count=1000)]
+
+
+def open_orders(client: redis.Redis) -> list[dict[str, str]]:
+    return [o for o in orders(client) if o.get("status") not in TERMINAL]
+
+
+def test_example_runs_in_process_and_trades(processes: ProcessGroup, sync_redis: redis.Redis) -> None:
+    result = processes.run(EXAMPLE, "--seconds", "6", timeout_s=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    placed = orders(sync_redis)
+    assert {o["agent"] for o in placed} >= {"quote_manager"}
+    assert any(o["status"] == "filled" for o in placed), "no quote was filled in 6 s of simulated market"
+    assert open_orders(sync_redis) == []  # quotes cancelled on the way out
+    for symbol in ("AAPL", "MSFT"):
+        cache = sync_redis.hgetall(KEYS.cache(symbol))
+        for field in ("fair_price", "spread", "volatility", "delta", "pnl_total"):
+            assert field in cache, f"{symbol} has no {field}: {sorted(cache)}"
+    assert "pnl_total" in sync_redis.hgetall(KEYS.cache(PORTFOLIO))
+    assert "portfolio pnl:" in result.stdout
+
+
+def test_example_against_separate_processes_honours_the_kill_switch(processes: ProcessGroup,
+                                                                    sync_redis: redis.Redis) -> None:
+    processes.start("-m", "hub", "--source", "sim", "--symbols", "AAPL,MSFT", "--sim-rate", "200",
+                    "--sim-volatility", "0.6")
+    processes.start("-m", "hub.execution", "--broker", "sim", "--order-rate", "20", "--order-burst", "40")
+    example = processes.start(EXAMPLE, "--external")
+    eventually(lambda: any(o["status"] == "filled" for o in orders(sync_redis)), timeout_s=30,
+               message="a filled quote")
+
+    sync_redis.set(KEYS.risk_halt(), "1")
+    eventually(lambda: open_orders(sync_redis) == [], timeout_s=5, message="no open order after the halt")
+    count = len(orders(sync_redis))
+    # the quote manager keeps running but sends nothing while halted (no resubmit/reject loop)
+    eventually(lambda: sync_redis.hget(KEYS.agent("quote_manager"), "runs"), message="quote manager alive")
+    runs_before = int(sync_redis.hget(KEYS.agent("quote_manager"), "runs") or 0)
+    eventually(lambda: int(sync_redis.hget(KEYS.agent("quote_manager"), "runs") or 0) > runs_before + 3,
+               timeout_s=10, message="quote manager runs while halted")
+    assert len(orders(sync_redis)) == count
+
+    sync_redis.delete(KEYS.risk_halt())
+    eventually(lambda: len(open_orders(sync_redis)) >= 2, timeout_s=10, message="quoting resumes")
+
+    example.send_signal(signal.SIGTERM)
+    try:
+        assert example.wait(20) == 0, processes.output(example)[-3000:]
+    except subprocess.TimeoutExpired:
+        raise AssertionError(processes.output(example)[-3000:]) from None
+    eventually(lambda: [o for o in open_orders(sync_redis) if o["agent"] == "quote_manager"] == [],
+               timeout_s=5, message="quotes cancelled at shutdown")
