@@ -178,3 +178,14 @@ def test_slow_client_is_cut_off_and_reconnects(server: ServerThread, processes: 
                message="reconnect after the cut-off")
     assert 407 in server.server.errors_sent
     eventually(lambda: int(hub_status(sync_redis).get("reconnects", 0)) >= 1, message="reconnects in heartbeat")
+
+
+def test_stops_promptly_while_the_server_floods(server: ServerThread, processes: ProcessGroup,
+                                                sync_redis: redis.Redis) -> None:
+    hub = start_hub(processes, server, "--symbols", "AAPL,MSFT")
+    wait_subscribed(server, "AAPL", "MSFT")
+    server.run_sync(server.server.start_blast, 500)
+    eventually(lambda: int(hub_status(sync_redis).get("received", 0)) > 10_000, message="flood arriving")
+    hub.send_signal(signal.SIGTERM)
+    assert hub.wait(15) == 0
+    assert hub_status(sync_redis) == {}  # heartbeat released on the way out

@@ -51,11 +51,19 @@ from hub.sources.alpaca_errors import (
     provider_error,
 )
 from hub.sources.alpaca_settings import AlpacaSettings, us_market_open
-from hub.sources.alpaca_stream import add_quote_handlers, check_sdk, close_stream, make_stream
+from hub.sources.alpaca_stream import (
+    abort_stream,
+    add_quote_handlers,
+    check_sdk,
+    close_stream,
+    make_stream,
+    request_stop,
+)
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 15.0
+CLOSE_GRACE_S = 1.0
 INF = math.inf
 #: Frame-level problems the SDK's receive loop raises for malformed input.
 _MALFORMED = (ValueError, TypeError, AttributeError, KeyError, msgpack.UnpackException)
@@ -147,7 +155,7 @@ class AlpacaSource:
 
     # one connection
     async def _session(self, stop: asyncio.Event) -> None:
-        stream = make_stream(self._settings, self._on_control)
+        stream = make_stream(self._settings, self._on_control, self._take_quote)
         add_quote_handlers(stream, self._on_quote, self._symbols)
         self._state = "connecting"
         try:
@@ -176,8 +184,12 @@ class AlpacaSource:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            request_stop(stream)
             for task in tasks:
                 task.cancel()
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE_S)
+            if pending:  # the close frame went out; do not wait for the handshake behind a flood
+                abort_stream(stream)
             await asyncio.gather(*tasks, return_exceptions=True)
         for task in tasks[:2]:
             if not task.cancelled() and task.exception() is not None:
@@ -210,6 +222,10 @@ class AlpacaSource:
 
     # handlers called by the SDK's receive loop
     async def _on_quote(self, msg: dict[str, Any]) -> None:
+        """The handler registered with the SDK (which wants a coroutine function)."""
+        self._take_quote(msg)
+
+    def _take_quote(self, msg: dict[str, Any]) -> None:
         """Hot path: one synchronous add_quote per quote; the publisher batches to Redis."""
         recv_ns = time.time_ns()
         self._last_msg_ns = recv_ns

@@ -12,7 +12,11 @@ the hub's uvloop loop and supervise them ourselves:
 - ``_auth`` is replaced (:meth:`_HubStreamMixin._auth`) only to keep Alpaca's
   error *code*, which the SDK folds into a ValueError message;
 - ``_dispatch`` is extended to hand ``error`` and ``subscription`` frames to
-  the hub (the SDK would only log them), everything else goes to the SDK.
+  the hub (the SDK would only log them) and quotes straight to the hub's
+  synchronous handler (the SDK's per-message handler lookup, cast and
+  coroutine cost more than the handler itself); everything else goes to the
+  SDK. Quote handlers are still registered through ``subscribe_quotes``, which
+  is what the SDK builds its subscribe messages from.
 
 We never call ``run()``/``_run_forever`` and never set ``_running``, so the
 SDK's thread-hopping ``run_coroutine_threadsafe(...).result()`` paths (which
@@ -49,13 +53,15 @@ ControlHandler = Callable[[dict[str, Any]], None]
 
 #: Websocket keepalive: a peer that stops answering pings is dropped after interval + timeout.
 WEBSOCKET_PARAMS = {"ping_interval": 10, "ping_timeout": 20, "max_queue": 1024, "close_timeout": 2}
-_SDK_METHODS = ("_connect", "_consume", "_dispatch", "_send_subscribe_msg", "close", "_handlers", "_ws")
+_SDK_METHODS = ("_connect", "_consume", "_dispatch", "_send_subscribe_msg", "close", "_handlers", "_ws",
+                "_stop_stream_queue")
 
 
 class _HubStreamMixin:
     """Overrides shared by the stock and crypto streams; ``on_control`` is set by the source."""
 
     on_control: ControlHandler
+    on_quote: Callable[[dict[str, Any]], None]
     _ws: Any
     _api_key: str
     _secret_key: str
@@ -70,6 +76,9 @@ class _HubStreamMixin:
 
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
+        if kind == "q":  # hot path: straight to the hub's synchronous handler
+            self.on_quote(msg)
+            return
         if kind in ("error", "subscription", "success"):
             self.on_control(msg)
             return
@@ -93,7 +102,8 @@ def check_sdk() -> None:
                           "version (pip install alpaca-py==0.44.0)")
 
 
-def make_stream(settings: AlpacaSettings, on_control: ControlHandler) -> StockDataStream | CryptoDataStream:
+def make_stream(settings: AlpacaSettings, on_control: ControlHandler,
+                on_quote: Callable[[dict[str, Any]], None]) -> StockDataStream | CryptoDataStream:
     """A fresh SDK stream object for one connection."""
     stream: StockDataStream | CryptoDataStream
     if settings.asset_class == "crypto":
@@ -110,6 +120,7 @@ def make_stream(settings: AlpacaSettings, on_control: ControlHandler) -> StockDa
         stream = HubStockStream(settings.api_key, settings.api_secret, raw_data=True, feed=feed,
                                 url_override=settings.stream_url, websocket_params=dict(WEBSOCKET_PARAMS))
     stream.on_control = on_control
+    stream.on_quote = on_quote
     return stream
 
 
@@ -118,6 +129,25 @@ def add_quote_handlers(stream: StockDataStream | CryptoDataStream, handler: Quot
     """Register ``handler`` for ``symbols``; with ``_running`` false this is a plain dict update."""
     assert not stream._running, "the hub drives the stream itself; _running must stay False"
     stream.subscribe_quotes(cast(Any, handler), *symbols)
+
+
+def request_stop(stream: Any) -> None:
+    """Ask the SDK's ``_consume`` to return; it checks this queue before every frame.
+
+    Cancelling alone is not enough on Python 3.11: ``asyncio.wait_for`` (which
+    ``_consume`` wraps around every ``recv``) drops a cancellation that arrives as
+    the frame completes, and under a steady feed that is nearly always.
+    """
+    if stream._stop_stream_queue.empty():
+        stream._stop_stream_queue.put_nowait({"should_stop": True})
+
+
+def abort_stream(stream: Any) -> None:
+    """Drop the TCP connection now. The legacy websocket close handshake can wait out several
+    ``close_timeout`` rounds while a flooding server's frames fill its receive queue."""
+    ws = stream._ws
+    if ws is not None and getattr(ws, "transport", None) is not None:
+        ws.transport.abort()
 
 
 async def close_stream(stream: Any) -> None:

@@ -21,7 +21,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tests.alpaca_data_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--rate", type=float, default=100.0, help="quotes per second over all subscribed symbols")
+    parser.add_argument("--rate", default="100", help="quotes per second over all subscribed symbols, or 'max' "
+                                                       "(pre-encoded frames as fast as the client reads)")
     parser.add_argument("--batch", type=int, default=500, help="most quotes per frame")
     parser.add_argument("--key", default="key", help="accepted API key ('' accepts any key and secret)")
     parser.add_argument("--secret", default="secret", help="accepted API secret")
@@ -37,8 +38,10 @@ async def serve(args: argparse.Namespace) -> None:
     await server.start()
     if args.reject_406:
         server.reject_406_for(args.reject_406)
-    if args.rate > 0:
-        server.start_stream(args.rate, args.batch)
+    if args.rate == "max":
+        server.start_blast(args.batch)
+    elif float(args.rate) > 0:
+        server.start_stream(float(args.rate), args.batch)
     logging.info("serving Alpaca market data on %s (and /v2/sip, /v1beta3/crypto/us)", server.url())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

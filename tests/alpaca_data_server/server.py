@@ -136,6 +136,11 @@ class AlpacaDataServer:
         if self._stream_task is None:
             self._stream_task = asyncio.ensure_future(self._stream(rate_qps, batch_max))
 
+    def start_blast(self, batch: int = 500) -> None:
+        """Send pre-encoded quote frames as fast as each client reads them (for throughput measurements)."""
+        if self._stream_task is None:
+            self._stream_task = asyncio.ensure_future(self._blast(batch))
+
     async def stop_stream(self) -> None:
         if self._stream_task is not None:
             self._stream_task.cancel()
@@ -292,6 +297,26 @@ class AlpacaDataServer:
             if not await self._send(session, messages):
                 return
             await asyncio.sleep(0)  # let control calls (stop, push) in between frames
+
+    async def _blast(self, batch: int) -> None:
+        frames: dict[int, list[bytes | str]] = {}
+        while True:
+            sessions = [s for s in self.sessions.values() if s.key is not None and s.subscribed["quotes"]]
+            if not sessions:
+                await asyncio.sleep(0.01)
+            for session in sessions:
+                if session.id not in frames:
+                    symbols = sorted(session.subscribed["quotes"])
+                    rows = [self._next_quote(symbols[i % len(symbols)], time.time_ns()) for i in range(batch * 20)]
+                    frames[session.id] = [protocol.encode([protocol.quote(*r, crypto=session.crypto)
+                                                           for r in rows[i:i + batch]], session.use_msgpack)
+                                          for i in range(0, len(rows), batch)]
+                try:
+                    for frame in frames[session.id]:
+                        await session.ws.send(frame)
+                except ConnectionClosed:
+                    continue
+                self.quotes_sent += batch * len(frames[session.id])
 
     def _next_quote(self, symbol: str, ts_ns: int) -> QuoteRow:
         mid = self._mids.get(symbol, 100.0) + self._rng.choice((-0.01, 0.0, 0.01))
