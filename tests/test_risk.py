@@ -121,7 +121,8 @@ def test_tick_rules() -> None:
 def test_halt_beats_everything() -> None:
     checks = RiskChecks(TIGHT, FakeClock())
     order = Order("x", "a", "AAPL", "buy", "limit", Decimal(1), Decimal(100))
-    ctx = RiskContext(halted=True, reduce_only=False, position_qty=Decimal(0), open_orders=(), open_count=0,
+    ctx = RiskContext(halted=True, reduce_only=False, position_qty=Decimal(0), open_buy_qty=Decimal(0),
+                      open_sell_qty=Decimal(0), open_count=0,
                       touch=None)
     assert "halted" in (checks.check(order, ctx) or "")
 

@@ -67,6 +67,8 @@ class Gateway:
         self.stats = GatewayStats()
         self._last_cancel_all_ns = -CANCEL_RETRY_NS
         self._bad_log = RateLimitedLog(log)
+        self._absent: set[str] = set()  # order ids of the current batch known not to exist yet
+        self._touches: dict[str, Touch | None] = {}
 
     # lifecycle --------------------------------------------------------------------
 
@@ -108,12 +110,29 @@ class Gateway:
             await self._handle_batch(entries)
 
     async def _handle_batch(self, entries: list[tuple[str, Mapping[str, str]]]) -> None:
-        await self.refresh_state()  # the kill switch applies to every intent read after it was set
+        await self._prefetch([fields for _, fields in entries if fields])
         for entry_id, fields in entries:
             if fields is None:  # trimmed away while pending: nothing left to handle
                 continue
             await self._handle_until_done(entry_id, fields)
         await self._client.xack(self._keys.order_intents(), GROUP, *[entry_id for entry_id, _ in entries])
+
+    async def _prefetch(self, batch: list[Mapping[str, str]]) -> None:
+        """One round trip per batch: the kill switch (it applies to every intent read after it was set),
+        which order ids are new, and the latest touch of each symbol (at most one batch old)."""
+        coids = [f.get("client_order_id", "") for f in batch]
+        symbols = sorted({f["symbol"] for f in batch if f.get("symbol")})
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(self._keys.risk_halt(), self._keys.risk_reduce_only())
+        for coid in coids:
+            pipe.exists(self._keys.order(coid))
+        for symbol in symbols:
+            pipe.hmget(self._keys.latest_quote(symbol), "bid", "ask")
+        results = await pipe.execute()
+        self._apply_state(*results[0])
+        exists = results[1:1 + len(coids)]
+        self._absent = {c for c, e in zip(coids, exists, strict=True) if c and not e and c not in self._store.open}
+        self._touches = {s: _touch(r) for s, r in zip(symbols, results[1 + len(coids):], strict=True)}
 
     async def _handle_until_done(self, entry_id: str, fields: Mapping[str, str]) -> None:
         delay_s = 0.1
@@ -167,6 +186,9 @@ class Gateway:
 
     async def _known(self, client_order_id: str) -> bool:
         """True when this order id was handled before (a replay); finishes a half-done submit."""
+        if client_order_id in self._absent:
+            self._absent.discard(client_order_id)  # a second copy later in the batch must look again
+            return False
         existing = await self._store.get(client_order_id)
         if existing is None:
             return False
@@ -184,16 +206,19 @@ class Gateway:
                       side=intent.side, order_type=intent.order_type, qty=intent.qty,
                       limit_price=intent.limit_price, time_in_force=intent.time_in_force,
                       created_ns=now_ns, updated_ns=now_ns)
-        if await self._passes_risk(order, exclude=""):
+        if await self._passes_risk(order, replacing=None):
             self.stats.submitted += 1
             await self._broker.submit(order)
 
-    async def _passes_risk(self, order: Order, exclude: str) -> bool:
-        working = [o for o in self._store.open_orders(order.symbol) if o.client_order_id != exclude]
+    async def _passes_risk(self, order: Order, replacing: Order | None) -> bool:
+        store = self._store
+        working = {side: store.working_qty(order.symbol, side) for side in ("buy", "sell")}
+        if replacing is not None:  # the replaced order's quantity makes way for the new one
+            working[replacing.side] -= replacing.remaining_qty
         ctx = RiskContext(halted=self.halted, reduce_only=self.reduce_only,
-                          position_qty=self._store.position(order.symbol).qty, open_orders=working,
-                          open_count=len(self._store.open) - (1 if exclude else 0),
-                          touch=await self._touch(order.symbol))
+                          position_qty=store.position(order.symbol).qty, open_buy_qty=working["buy"],
+                          open_sell_qty=working["sell"], open_count=len(store.open) - (replacing is not None),
+                          touch=await self._latest_touch(order.symbol))
         reason = self._risk.check(order, ctx)
         if reason is None:
             return True
@@ -201,12 +226,10 @@ class Gateway:
         await self._store.record(order.evolve(status=REJECTED, reject_reason=reason), "rejected")
         return False
 
-    async def _touch(self, symbol: str) -> Touch | None:
-        bid, ask = await self._client.hmget(self._keys.latest_quote(symbol), "bid", "ask")
-        try:
-            return Touch(Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
-        except ArithmeticError:
-            return None
+    async def _latest_touch(self, symbol: str) -> Touch | None:
+        if symbol in self._touches:
+            return self._touches[symbol]
+        return _touch(await self._client.hmget(self._keys.latest_quote(symbol), "bid", "ask"))
 
     async def _cancel(self, intent: Intent) -> None:
         order = await self._store.get(intent.target)
@@ -235,7 +258,7 @@ class Gateway:
             await self._store.record(new.evolve(status=REJECTED, reject_reason=(
                 f"cannot replace {intent.target}: order is {state}")), "rejected")
             return
-        if await self._passes_risk(new, exclude=old.client_order_id):
+        if await self._passes_risk(new, replacing=old):
             self.stats.submitted += 1
             await self._broker.replace(old, new)
 
@@ -248,7 +271,9 @@ class Gateway:
     # kill switch ----------------------------------------------------------------------
 
     async def refresh_state(self) -> None:
-        halt, reduce_only = await self._client.mget(self._keys.risk_halt(), self._keys.risk_reduce_only())
+        self._apply_state(*await self._client.mget(self._keys.risk_halt(), self._keys.risk_reduce_only()))
+
+    def _apply_state(self, halt: str | None, reduce_only: str | None) -> None:
         if bool(halt) != self.halted:
             log.warning("kill switch %s", "SET: rejecting new orders, cancelling open ones" if halt else "cleared")
         if bool(reduce_only) != self.reduce_only:
@@ -274,3 +299,11 @@ class Gateway:
             await self._broker.cancel_all(list(self._store.open.values()))
         except BrokerUnavailable as e:
             self._bad_log.warning("halt", "kill switch: cancel-all failed (%s); retrying", e)
+
+
+def _touch(reply: list[str | None]) -> Touch | None:
+    bid, ask = reply
+    try:
+        return Touch(Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
+    except ArithmeticError:
+        return None

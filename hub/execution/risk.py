@@ -16,7 +16,7 @@ Checks, in order (the first failure is the rejection reason sent back to the age
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -67,7 +67,8 @@ class RiskContext:
     halted: bool
     reduce_only: bool
     position_qty: Decimal
-    open_orders: Sequence[Order]  # this symbol's working orders, excluding the new one
+    open_buy_qty: Decimal  # unfilled qty of this symbol's working buy orders (excluding one being replaced)
+    open_sell_qty: Decimal
     open_count: int  # account-wide
     touch: Touch | None
 
@@ -102,10 +103,6 @@ def check_tick(price: Decimal) -> str | None:
         where = "at or above $1" if places == 2 else "below $1"
         return f"limit price {fmt(price)} is off the tick grid: Alpaca allows {places} decimals {where}"
     return None
-
-
-def _working(orders: Sequence[Order], side: str) -> Decimal:
-    return sum((o.remaining_qty for o in orders if o.side == side), ZERO)
 
 
 def reference_price(order: Order, touch: Touch | None) -> Decimal | None:
@@ -145,10 +142,7 @@ class RiskChecks:
             return "trading halted (kill switch tf:risk:halt is set)"
         if not ctx.reduce_only:
             return None
-        if order.side == "buy":
-            room = -ctx.position_qty - _working(ctx.open_orders, "buy")
-        else:
-            room = ctx.position_qty - _working(ctx.open_orders, "sell")
+        room = -ctx.position_qty - ctx.open_buy_qty if order.side == "buy" else ctx.position_qty - ctx.open_sell_qty
         if order.qty > room:
             return (f"reduce-only: {order.side} {fmt(order.qty)} would not reduce the position "
                     f"{fmt(ctx.position_qty)} (room {fmt(max(room, ZERO))} counting open orders)")
@@ -175,9 +169,9 @@ class RiskChecks:
 
     def _position(self, order: Order, ctx: RiskContext) -> str | None:
         if order.side == "buy":
-            projected = ctx.position_qty + _working(ctx.open_orders, "buy") + order.qty
+            projected = ctx.position_qty + ctx.open_buy_qty + order.qty
         else:
-            projected = ctx.position_qty - _working(ctx.open_orders, "sell") - order.qty
+            projected = ctx.position_qty - ctx.open_sell_qty - order.qty
         if abs(projected) > self._max_position:
             return (f"position {fmt(ctx.position_qty)} with open orders and this one could reach "
                     f"{fmt(projected)}, beyond max_position {fmt(self._max_position)}")

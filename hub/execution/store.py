@@ -43,16 +43,20 @@ class OrderStore:
         self._keys = keys
         self.clock = clock
         self.open: dict[str, Order] = {}
+        self.by_symbol: dict[str, dict[str, Order]] = {}
+        self._working: dict[tuple[str, str], Decimal] = {}  # (symbol, side) -> open remaining qty
         self.positions: dict[str, Position] = {}
         self.events_written = 0
 
     async def load(self) -> None:
         """Read open orders and positions (at start, and after a restart)."""
         self.open.clear()
+        self.by_symbol.clear()
+        self._working.clear()
         for coid in sorted(await self._client.smembers(self._keys.open_orders())):
             order = await self.get(coid)
             if order is not None and order.is_open:
-                self.open[coid] = order
+                self._index(order)
             else:  # a stale member: the order ended but the set was not updated (should not happen)
                 await self._client.srem(self._keys.open_orders(), coid)
         self.positions.clear()
@@ -81,8 +85,26 @@ class OrderStore:
         return self.positions.get(symbol) or Position(symbol)
 
     def open_orders(self, symbol: str | None = None, agent: str | None = None) -> list[Order]:
-        return [o for o in self.open.values()
-                if (symbol is None or o.symbol == symbol) and (agent is None or o.agent == agent)]
+        orders = self.open.values() if symbol is None else self.by_symbol.get(symbol, {}).values()
+        return [o for o in orders if agent is None or o.agent == agent]
+
+    def working_qty(self, symbol: str, side: str) -> Decimal:
+        """Unfilled quantity of this symbol's open orders on one side (kept up to date, O(1))."""
+        return self._working.get((symbol, side), ZERO)
+
+    def _index(self, order: Order) -> None:
+        """Keep the open-order mirror, its per-symbol index and working quantities in step."""
+        coid = order.client_order_id
+        previous = self.open.pop(coid, None)
+        if previous is not None:
+            self.by_symbol[previous.symbol].pop(coid, None)
+            key = (previous.symbol, previous.side)
+            self._working[key] = self._working.get(key, ZERO) - previous.remaining_qty
+        if order.is_open:
+            self.open[coid] = order
+            self.by_symbol.setdefault(order.symbol, {})[coid] = order
+            key = (order.symbol, order.side)
+            self._working[key] = self._working.get(key, ZERO) + order.remaining_qty
 
     async def record(self, order: Order, event: str, *, reason: str = "") -> Order:
         """Write ``order`` as it now is, with an execution event named ``event``."""
@@ -133,10 +155,7 @@ class OrderStore:
         await pipe.execute()
         # Only after Redis has it: the mirror never runs ahead of what a restart would load.
         for order, _ in changes:
-            if order.is_open:
-                self.open[order.client_order_id] = order
-            else:
-                self.open.pop(order.client_order_id, None)
+            self._index(order)
         if position is not None:
             self.positions[position.symbol] = position
         self.events_written += len(changes)

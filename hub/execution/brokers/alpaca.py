@@ -46,6 +46,7 @@ with warnings.catch_warnings():  # alpaca-py 0.44's trading package imports webs
 
 log = logging.getLogger(__name__)
 RECONCILE_INTERVAL_S = 30.0
+STREAM_CONNECT_WAIT_S = 5.0
 
 
 class AlpacaRejected(Exception):
@@ -92,6 +93,7 @@ class AlpacaBroker:
         self._stream.subscribe_trade_updates(self._on_trade_update)
         self._pacer = TokenBucket(settings.requests_per_min / 60.0, 10, SystemClock())
         self._lock = asyncio.Lock()
+        self._stream_task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
         self.updates = 0
         self.requests = 0
@@ -239,6 +241,16 @@ class AlpacaBroker:
     # start, reconcile, stream ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen to trade_updates first, then reconcile: nothing that happens meanwhile is missed."""
+        # _run_forever is the coroutine behind TradingStream.run(); awaiting it keeps the stream on our loop.
+        self._stream_task = asyncio.create_task(self._stream._run_forever(),  # type: ignore[no-untyped-call]
+                                                name="alpaca-trade-updates")
+        deadline = asyncio.get_running_loop().time() + STREAM_CONNECT_WAIT_S
+        while not self._stream._running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        if not self._stream._running:
+            log.warning("trade_updates stream not connected after %ss; reconciling anyway (it keeps retrying)",
+                        STREAM_CONNECT_WAIT_S)
         await self.reconcile()
 
     async def reconcile(self) -> None:
@@ -276,9 +288,7 @@ class AlpacaBroker:
                                                             self._store.clock.time_ns()))
 
     async def run(self, stop: asyncio.Event) -> None:
-        # _run_forever is the coroutine behind TradingStream.run(); awaiting it keeps the stream on our loop.
-        stream = asyncio.create_task(self._stream._run_forever(),  # type: ignore[no-untyped-call]
-                                     name="alpaca-trade-updates")
+        stream = self._stream_task
         try:
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -289,11 +299,17 @@ class AlpacaBroker:
         finally:
             await self._stream.stop_ws()
             await self._stream.close()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(stream, 3.0)
+            if stream is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(stream, 3.0)
 
     async def close(self) -> None:
+        await self._stream.stop_ws()
         await self._stream.close()
+        if self._stream_task is not None and not self._stream_task.done():
+            self._stream_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._stream_task
 
 
 def _order_request(order: Order) -> LimitOrderRequest | MarketOrderRequest:

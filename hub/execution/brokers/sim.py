@@ -170,6 +170,7 @@ class SimBroker:
             if fields:
                 try:
                     quote = quote_from_hash(symbol, {k.decode(): v.decode() for k, v in fields.items()})
+                    self._latest[symbol] = quote  # pub/sub replaces it with every newer quote
                 except DecodeError as e:
                     self._bad_input.warning("hash", "bad latest-quote hash: %s", e)
         return quote
@@ -201,7 +202,7 @@ class SimBroker:
 
     async def on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote
-        orders = [o for o in self._store.open.values() if o.symbol == quote.symbol]
+        orders = list(self._store.by_symbol.get(quote.symbol, {}).values())
         if orders:
             async with self._lock:
                 await self._match_quote(quote, orders)
