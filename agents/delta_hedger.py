@@ -43,6 +43,9 @@ from hub.errors import ConfigError, DecodeError
 from hub.ratelimit import RateLimitedLog
 from hub.settings import option
 
+REJECT_BACKOFF_NS = 1_000_000_000
+MAX_BACKOFF_NS = 30_000_000_000
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeltaHedgerParams:
@@ -96,6 +99,7 @@ class DeltaHedger(TradingAgent):
         self.option_deltas = option_deltas or self._alpaca_deltas()
         self.hedges: dict[str, WorkingHedge] = {}
         self.retry_at_ns: dict[str, int] = {}
+        self.rejects: dict[str, int] = {}
         self.hedges_sent = 0
         self._warn = RateLimitedLog(self.log, interval_s=30.0)
 
@@ -172,12 +176,16 @@ class DeltaHedger(TradingAgent):
                 working.cancel_sent = True
             return order is not None or age_ns <= 2 * self.params.hedge_timeout_ns
         del self.hedges[underlying]
-        if order.status == "rejected":
-            self._warn.warning(f"rejected:{underlying}", "%s: hedge %s rejected: %s", underlying,
-                               order.client_order_id, order.reject_reason)
-            self.retry_at_ns[underlying] = now_ns + self.params.hedge_timeout_ns
-            return True
-        return False
+        if order.status != "rejected":
+            self.rejects.pop(underlying, None)
+            return False
+        # back off 1s, 2s, 4s ... 30s: a rate-limit rejection clears soon, a risk limit may not
+        self.rejects[underlying] = self.rejects.get(underlying, 0) + 1
+        delay_ns = min(REJECT_BACKOFF_NS * 2 ** (self.rejects[underlying] - 1), MAX_BACKOFF_NS)
+        self.retry_at_ns[underlying] = now_ns + delay_ns
+        self._warn.warning(f"rejected:{underlying}", "%s: hedge %s rejected (%s); retrying in %.0fs", underlying,
+                           order.client_order_id, order.reject_reason, delay_ns / 1e9)
+        return True
 
     async def _send(self, underlying: str, qty: Decimal, delta: float) -> None:
         side = "buy" if qty > 0 else "sell"

@@ -33,6 +33,7 @@ from agents.pricing import Action, Level, QuoteRules, Side, TargetQuotes, plan_s
 from cache import DataCache
 from hub.clock import Clock, SystemClock
 from hub.errors import ConfigError, OrderError
+from hub.ratelimit import RateLimitedLog
 from hub.settings import option
 
 SIDES: tuple[Side, Side] = ("buy", "sell")
@@ -53,6 +54,9 @@ class QuoteManagerParams:
                                   help="pull the quotes when fair_price is older than this")
     reject_backoff_ns: int = option("250ms", key="reject_backoff", duration=True,
                                     help="pause of a side after a rejection (doubles per repeat, max 30s)")
+    max_order_rate: float = option(2.0, help="new orders + replaces per second this agent sends at most "
+                                   "(stay under the gateway's order_rate, leaving room for hedges)")
+    order_burst: int = option(6, help="orders this agent may send back to back")
 
     def __post_init__(self) -> None:
         if self.quote_size <= 0:
@@ -61,6 +65,8 @@ class QuoteManagerParams:
             raise ConfigError("settings 'tolerance', 'min_spread' and 'skew_per_share' must be >= 0")
         if self.max_inventory <= 0:
             raise ConfigError("setting 'max_inventory' must be > 0 shares, e.g. 500")
+        if self.max_order_rate <= 0 or self.order_burst < 1:
+            raise ConfigError("settings 'max_order_rate' must be > 0 and 'order_burst' >= 1")
 
     def rules(self) -> QuoteRules:
         return QuoteRules(quote_size=to_decimal(self.quote_size), min_spread=to_decimal(self.min_spread),
@@ -82,6 +88,25 @@ class SideState:
         self.client_order_id, self.level = None, None
 
 
+class OrderBudget:
+    """Token bucket: ``rate_per_s`` refill, ``burst`` capacity. Cancels are free (they reduce risk)."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self._ns_per_token = 1e9 / rate_per_s
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last_ns: int | None = None
+
+    def take(self, now_ns: int) -> bool:
+        if self._last_ns is not None:
+            self._tokens = min(self._burst, self._tokens + (now_ns - self._last_ns) / self._ns_per_token)
+        self._last_ns = now_ns
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 @dataclass
 class QuoteStats:
     submitted: int = 0
@@ -89,6 +114,7 @@ class QuoteStats:
     canceled: int = 0
     rejected: int = 0
     filled: int = 0
+    over_budget: int = 0
 
 
 class QuoteManager(TradingAgent):
@@ -107,6 +133,8 @@ class QuoteManager(TradingAgent):
         self.stats = QuoteStats()
         self.sides = {(symbol, side): SideState() for symbol in self.instruments for side in SIDES}
         self.halted: dict[str, bool] = {}
+        self._reject_log = RateLimitedLog(self.log)
+        self.budget = OrderBudget(self.params.max_order_rate, self.params.order_burst)
 
     async def on_start(self) -> None:
         for symbol in self.instruments:
@@ -116,9 +144,9 @@ class QuoteManager(TradingAgent):
         working = [s.client_order_id for s in self.sides.values() if s.client_order_id]
         for symbol in self.instruments:
             await self.trading.cancel_all(symbol)
-        for client_order_id in working:
-            with contextlib.suppress(asyncio.TimeoutError, TimeoutError, OrderError):
-                await self.trading.wait_for(client_order_id, timeout_s=STOP_WAIT_S)
+        # wait (bounded, all at once) for the gateway to confirm, so a stopped agent leaves no quote
+        await asyncio.gather(*(self.trading.wait_for(coid, timeout_s=STOP_WAIT_S) for coid in working),
+                             return_exceptions=True)
         self.log.info("quote manager %s stopped: %s", self.name, self.stats)
 
     async def run(self, data: Event) -> None:
@@ -175,6 +203,9 @@ class QuoteManager(TradingAgent):
             target = None  # pull rather than keep a quote we could not replace
         action = plan_side(state.level, target, self.tolerance)
         working_id = state.client_order_id
+        if action in (Action.SUBMIT, Action.REPLACE) and not self.budget.take(now_ns):
+            self.stats.over_budget += 1  # keep the current quote; a later run requotes
+            return
         if action is Action.SUBMIT and target is not None:
             await self._submit(symbol, side, target, state, now_ns)
         elif action is Action.REPLACE and target is not None and working_id is not None:
@@ -207,8 +238,8 @@ class QuoteManager(TradingAgent):
         self.stats.rejected += 1
         delay_ns = min(self.params.reject_backoff_ns * 2 ** (state.rejects - 1), MAX_BACKOFF_NS)
         state.backoff_until_ns = now_ns + delay_ns
-        self.log.warning("order %s rejected (%s); pausing that side %.2fs", state.client_order_id, reason,
-                         delay_ns / 1e9)
+        self._reject_log.warning("reject", "order %s rejected (%s); pausing that side %.2fs",
+                                 state.client_order_id, reason, delay_ns / 1e9)
 
     async def _submit(self, symbol: str, side: Side, target: Level, state: SideState, now_ns: int) -> None:
         client_order_id = await self.trading.submit_limit(symbol, side, target.qty, target.price)

@@ -194,9 +194,10 @@ async def test_rejected_hedge_waits_before_retrying(
     for _ in range(3):
         await agent.run(tick())
     assert len(trading.orders) == 1
-    await clock.advance(6_000_000_000)
+    await clock.advance(1_100_000_000)  # first back-off: 1s
     await agent.run(tick())
     assert len(trading.orders) == 2
+    assert trading.open()[0].qty == D(300)
 
 
 async def test_halt_stops_hedging(hedger: tuple[DeltaHedger, FakeTrading, DataCache, FakeClock],

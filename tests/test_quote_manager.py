@@ -268,3 +268,22 @@ async def test_start_and_stop_cancel_this_agents_orders(
     assert len(trading.open()) == 2
     await agent.on_stop()
     assert trading.open() == []
+
+
+async def test_own_order_budget_holds_quotes_instead_of_hitting_the_gateway_limit(redis_url: str) -> None:
+    clock = FakeClock()
+    cache = DataCache(redis_url, clock=clock)
+    agent = QuoteManager(config={"instruments": ["AAPL"], "max_order_rate": 1, "order_burst": 3},
+                         data_cache=cache, clock=clock)
+    trading = FakeTrading()
+    agent.attach_trading(trading)
+    for step in range(10):
+        await cache.update("AAPL", {"fair_price": 100.0 + step * 0.1, "spread": 0.02})
+        await agent.run(update())
+    sent = [c for c in trading.calls if c[0] in ("submit", "replace")]
+    assert len(sent) == 3 and agent.stats.over_budget > 0
+    await clock.advance(2_000_000_000)  # two more tokens: both sides catch up with fair price
+    await cache.update("AAPL", {"fair_price": 101.0, "spread": 0.02})
+    await agent.run(update())
+    assert prices(trading) == {"buy": D("100.99"), "sell": D("101.01")}
+    await cache.aclose()
