@@ -175,7 +175,7 @@ class TradingClient:
         self._listener = asyncio.create_task(self._listen(), name=f"{self.agent_name}:trading-updates")
 
     async def _ensure_listener(self) -> None:
-        if self._listener is None:
+        if self._listener is None or self._listener.done():  # a listener lost with its connection restarts
             self._start_listener()
         await self._subscribed.wait()
 
