@@ -67,3 +67,17 @@ def test_example_against_separate_processes_honours_the_kill_switch(processes: P
         raise AssertionError(processes.output(example)[-3000:]) from None
     eventually(lambda: [o for o in open_orders(sync_redis) if o["agent"] == "quote_manager"] == [],
                timeout_s=5, message="quotes cancelled at shutdown")
+
+
+def test_custom_trading_agent_example(processes: ProcessGroup, sync_redis: redis.Redis) -> None:
+    processes.start("-m", "hub", "--symbols", "AAPL", "--sim-rate", "300")
+    processes.start("-m", "hub.execution", "--broker", "sim")
+    processes.start("-m", "agents.spotter", "--instruments", "AAPL", "--throttle", "50ms")
+    agent = processes.start("examples/fair_value_taker.py", "--instruments", "AAPL", "--throttle", "100ms",
+                            "--edge", "0.001", "--clip", "10", "--max-position", "30")
+    taken = eventually(lambda: [o for o in orders(sync_redis) if o["agent"] == "fair_value_taker"
+                                and o["status"] == "filled"], timeout_s=20, message="a filled taker order")
+    assert taken[0]["time_in_force"] == "ioc" and taken[0]["qty"] == "10"
+    eventually(lambda: len(orders(sync_redis)) >= 4, timeout_s=20, message="several orders")
+    assert abs(float(sync_redis.hget(KEYS.position("AAPL"), "qty") or 0)) <= 30
+    assert agent.poll() is None, processes.output(agent)[-2000:]
