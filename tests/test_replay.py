@@ -223,4 +223,7 @@ def test_paced_replay_keeps_the_gaps(processes: ProcessGroup, redis_url: str, tm
     client.close()
     assert [ts for ts, _ in received] == [1_000_000_000, 1_400_000_000, 1_800_000_000]
     recv = [r for _, r in received]
-    assert recv[1] - recv[0] >= 199_000_000 and recv[2] - recv[1] >= 199_000_000
+    # paced against one start time, so a late first quote may shorten the next gap a little;
+    # the span shows the pacing (at max speed it would be well under a millisecond)
+    assert recv[2] - recv[0] >= 395_000_000
+    assert min(recv[1] - recv[0], recv[2] - recv[1]) >= 150_000_000
