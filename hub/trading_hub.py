@@ -89,6 +89,11 @@ class TradingHub:
         return agent
 
     @property
+    def stop_event(self) -> asyncio.Event:
+        """Setting this event stops the hub (same as request_stop())."""
+        return self._agents_stop
+
+    @property
     def running(self) -> bool:
         return self._runner is not None and not self._runner.done()
 

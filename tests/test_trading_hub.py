@@ -57,7 +57,7 @@ async def test_start_blocks_until_request_stop(redis_url: str, reader: DataCache
 
     async def stop_when_priced() -> None:
         await eventually_async(lambda: reader.get_float("AAPL", "fair_price"))
-        hub.request_stop()
+        hub.stop_event.set()
 
     stopper = asyncio.create_task(stop_when_priced())
     await asyncio.wait_for(hub.start(), 20)
