@@ -1,0 +1,1 @@
+"""Benchmarks of the framework beside bare redis-py and a raw RESP client; ``python -m bench``."""

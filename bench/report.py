@@ -1,0 +1,63 @@
+"""The short table printed after a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _k(value: float) -> str:
+    return f"{value / 1e3:,.0f}k" if value >= 10_000 else f"{value:,.0f}"
+
+
+def _lat(p: dict[str, Any]) -> str:
+    return f"{p.get('p50_us', 0):,.0f}/{p.get('p99_us', 0):,.0f}/{p.get('p999_us', 0):,.0f}" if p.get("n") else "-"
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"{'figure':<34} {'project':>16} {'bare redis-py':>16} {'raw limit':>16} {'vs bare':>8} {'vs raw':>7}"]
+
+    def row(name: str, project: str, bare: str, raw: str, vs_bare: Any = "", vs_raw: Any = "") -> None:
+        lines.append(f"{name:<34} {project:>16} {bare:>16} {raw:>16} {vs_bare!s:>8} {vs_raw!s:>7}")
+
+    if "publish" in r:
+        p = r["publish"]
+        row("hub publish, quotes/s", _k(p["project"]), _k(p["bare"]), _k(p["raw"]), p["project_vs_bare"],
+            p["project_vs_raw"])
+        row("  sim source -> Redis, quotes/s", _k(p["sim"]), "", _k(p["raw"]), "", p["sim_vs_raw"])
+        if "alpaca" in p:
+            row("  alpaca-py source -> Redis", _k(p["alpaca"]), "", _k(p["raw"]), "", p.get("alpaca_vs_raw", ""))
+    if "intake" in r:
+        i = r["intake"]
+        row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),
+            i["project_vs_bare"], i["project_vs_raw"])
+        row("  1 quote/msg", _k(i["project_1"]), _k(i["bare"]), _k(i["raw_1"]), "", i["project_1_vs_raw_1"])
+    _processes(r, row)
+    return "\n".join(lines)
+
+
+def _processes(r: dict[str, Any], row: Any) -> None:
+    if "latency" in r:
+        for rate in ("1000", "10000", "50000"):
+            lat = r["latency"][rate]
+            row(f"e2e run() p50/p99/p99.9 us @{_k(int(rate))}/s", _lat(lat["project"]["run"]), _lat(lat["bare"]),
+                _lat(lat["raw"]), f"{lat['p50_vs_bare']}/{lat['p99_vs_bare']}",
+                f"{lat['p50_vs_raw']}/{lat['p99_vs_raw']}")
+            row("  cache write visible", _lat(lat["project"].get("cache_visible", {})), "", "")
+            row("  lost quotes", str(lat["project"]["lost"]), "", "")
+    if "fanout" in r:
+        f = r["fanout"]
+        for n in ("1", "4", "8"):
+            row(f"fan-out {n} agents p50/p99/p99.9 us", _lat(f[n]["project"]["run"]), _lat(f[n]["bare"]), "",
+                f"{f[n]['p50_vs_bare']}/{f[n]['p99_vs_bare']}")
+    if "overload" in r:
+        o = r["overload"]
+        row("overload: hub RSS settled->peak MB", f"{o['hub_rss_kb']['settled'] / 1024:.0f}->"
+            f"{o['hub_rss_kb']['peak'] / 1024:.0f}", "", "")
+        row("overload: agent RSS settled->peak MB", f"{o['agent_rss_kb']['settled'] / 1024:.0f}->"
+            f"{o['agent_rss_kb']['peak'] / 1024:.0f}", "", "")
+        row("  agent alive / cut off by Redis", f"{o['agent_alive']}/{o['redis_output_limit_disconnections']}", "", "")
+    if "orders" in r:
+        o = r["orders"]
+        row("order intent->ack p50/p99/p99.9 us", _lat(o["ack"]), f"ping {_lat(o['bare_ping'])}", "",
+            o["ack_p50_vs_ping"])
+        row("order intents/s", _k(o["intents_per_s"]), "", "")

@@ -1,0 +1,39 @@
+"""`python -m bench --smoke` runs every section and writes the JSON (it checks the harness works, not speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["smoke"] is True
+    for section in ("publish", "intake", "latency", "fanout", "overload", "orders"):
+        assert section in result, section
+    for row in ("project", "bare", "raw", "sim"):
+        assert result["publish"][row] > 0, row
+    for row in ("project", "bare", "raw", "project_1", "raw_1"):
+        assert result["intake"][row] > 0, row
+    for rate in ("1000", "10000", "50000"):
+        figures = result["latency"][rate]
+        assert figures["project"]["run"]["n"] > 0 and figures["bare"]["n"] > 0 and figures["raw"]["n"] > 0
+        assert figures["project"]["cache_visible"]["n"] > 0
+    for agents in ("1", "4", "8"):
+        assert result["fanout"][agents]["project"]["run"]["n"] > 0
+    overload = result["overload"]
+    assert overload["agent_rss_kb"]["peak"] > 0 and overload["hub_rss_kb"]["peak"] > 0
+    assert overload["agent_alive"] is True
+    assert result["orders"]["ack"]["n"] > 0 and result["orders"]["intents_per_s"] > 0
+    assert str(out) in done.stdout and "hub publish" in done.stdout
