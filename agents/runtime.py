@@ -161,6 +161,8 @@ class AgentRuntime:
         with contextlib.suppress(Exception):
             await pubsub.aclose()
         with contextlib.suppress(Exception):
+            await self.agent.data_cache.aclose()  # only what the cache opened before it was bound
+        with contextlib.suppress(Exception):
             await self.heartbeat.release()
         log.info("agent %s stopped: %d runs, %d errors, %d conflated, %d bad messages", self.agent.name,
                  self.stats.runs, self.stats.errors, self.stats.conflated, self.stats.bad_messages)

@@ -71,6 +71,8 @@ class DataCache:
         self.redis_url = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
         self.keys = Keys(namespace)
         self._client = client
+        self._owns_client = client is None
+        self._retired: list[aioredis.Redis] = []
         self._clock = clock or SystemClock()
 
     def __repr__(self) -> str:
@@ -83,8 +85,15 @@ class DataCache:
         return self._client
 
     def bind(self, client: aioredis.Redis, keys: Keys, clock: Clock) -> None:
-        """Share a runtime's connection, namespace and clock (done by the agent runtime)."""
+        """Share a runtime's connection, namespace and clock (done by the agent runtime).
+
+        A connection this cache opened itself (used before the agent started) is kept
+        to be closed by :meth:`aclose`, not dropped open.
+        """
+        if self._client is not None and self._owns_client:
+            self._retired.append(self._client)
         self._client, self.keys, self._clock = client, keys, clock
+        self._owns_client = False
 
     async def update(self, instrument: str, fields: Mapping[str, CacheValue], *,
                      notify: bool = True) -> int:
@@ -144,5 +153,10 @@ class DataCache:
         return sorted(k[len(prefix):] for k in names if not k.startswith(changed))
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        """Close the connections this cache opened itself (a runtime's shared one is left alone)."""
+        retired, self._retired = self._retired, []
+        if self._client is not None and self._owns_client:
+            retired.append(self._client)
+            self._client = None
+        for client in retired:
+            await client.aclose()

@@ -89,3 +89,16 @@ async def test_namespaces_do_not_mix(redis_url: str) -> None:
     assert await a.instruments() == ["AAPL"]
     await a.aclose()
     await b.aclose()
+
+
+async def test_binding_to_a_runtime_connection_keeps_the_own_one_for_aclose(redis_url: str) -> None:
+    cache = DataCache(redis_url)
+    await cache.set("AAPL", "fair_price", 1.0)  # opens the cache's own connection
+    own = cache.client
+    shared = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    cache.bind(shared, cache.keys, FakeClock())
+    assert cache.client is shared
+    await cache.aclose()
+    assert not any(c.is_connected for c in own.connection_pool._available_connections)  # closed, not leaked
+    assert await shared.ping()  # the runtime's connection is not the cache's to close
+    await shared.aclose()
