@@ -12,10 +12,10 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 from typing import Literal
 
+from hub.ticks import CENT, tick_size
+
 Side = Literal["buy", "sell"]
 
-CENT = Decimal("0.01")
-SUB_PENNY = Decimal("0.0001")
 ONE = Decimal(1)
 ZERO = Decimal(0)
 
@@ -27,15 +27,10 @@ def to_decimal(value: float | int | str | Decimal) -> Decimal:
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
-def tick_for(price: Decimal) -> Decimal:
-    """Alpaca's minimum price increment for equities at ``price``."""
-    return CENT if price >= ONE else SUB_PENNY
-
-
 def round_to_tick(price: Decimal, side: Side) -> Decimal:
     """Round onto the tick grid: down for a buy, up for a sell (the less aggressive way)."""
     rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
-    rounded = price.quantize(tick_for(price), rounding=rounding)
+    rounded = price.quantize(tick_size(price), rounding=rounding)
     if rounded >= ONE and rounded.as_tuple().exponent != -2:
         # a sub-dollar price rounded up to $1 or more must use the 2-decimal grid
         rounded = rounded.quantize(CENT, rounding=rounding)

@@ -21,6 +21,7 @@ from hub.publisher import Publisher
 from hub.recording import Recorder
 from hub.settings import build, option, parse_symbols, pick
 from hub.sources import SOURCES, Source
+from hub.tasks import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,8 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             publisher.listeners.append(recorder)
         log.info("hub %s streaming %s from %s", config.hub.name, ",".join(demand.symbols) or "-", config.hub.source)
         try:
-            await _run_tasks(stop, source.run(publisher, stop), publisher.run(stop), heartbeat.run(stop),
-                             demand.follow(raw_client, source, stop))
+            await run_until_stopped(stop, source.run(publisher, stop), publisher.run(stop), heartbeat.run(stop),
+                                    demand.follow(raw_client, source, stop), grace_s=2.0)
         finally:
             if recorder is not None:
                 recorder.close()
@@ -152,18 +153,3 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
         await raw_client.aclose()
         await client.aclose()
 
-
-async def _run_tasks(stop: asyncio.Event, *coros: Any) -> None:
-    """Run until all finish after ``stop``; the first failure stops the rest and is raised."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        for finished in asyncio.as_completed(tasks):
-            await finished
-    finally:
-        stop.set()
-        for task in tasks:
-            if not task.done():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), 2.0)
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -23,6 +23,7 @@ from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
 from hub.heartbeat import Heartbeat
 from hub.settings import build, option, pick
+from hub.tasks import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
             await gateway.start()
             log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
                      len(store.open))
-            await run_tasks(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),
-                            heartbeat.run(stop))
+            await run_until_stopped(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),
+                                    heartbeat.run(stop), grace_s=3.0)
         finally:
             with contextlib.suppress(Exception):
                 await broker.close()
@@ -119,18 +120,3 @@ def vars_of(gateway: Gateway) -> dict[str, int]:
     return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
             "duplicates": stats.duplicates, "bad_intents": stats.bad_intents, "replayed": stats.replayed}
 
-
-async def run_tasks(stop: asyncio.Event, *coros: Any) -> None:
-    """Run until all finish after ``stop``; the first failure stops the rest and is raised."""
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        for finished in asyncio.as_completed(tasks):
-            await finished
-    finally:
-        stop.set()
-        for task in tasks:
-            if not task.done():
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), 3.0)
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -24,8 +24,7 @@ from hub.clock import Clock
 from hub.errors import ConfigError
 from hub.execution.model import ZERO, Order, fmt
 from hub.settings import option
-
-ONE_DOLLAR = Decimal(1)
+from hub.ticks import CENT, on_tick_grid, tick_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,14 +92,9 @@ class TokenBucket:
         return True
 
 
-def tick_decimals(price: Decimal) -> int:
-    return 2 if price >= ONE_DOLLAR else 4
-
-
 def check_tick(price: Decimal) -> str | None:
-    places = tick_decimals(price)
-    if price != price.quantize(Decimal(1).scaleb(-places)):
-        where = "at or above $1" if places == 2 else "below $1"
+    if not on_tick_grid(price):
+        places, where = (2, "at or above $1") if tick_size(price) == CENT else (4, "below $1")
         return f"limit price {fmt(price)} is off the tick grid: Alpaca allows {places} decimals {where}"
     return None
 
