@@ -31,6 +31,7 @@ from hub.errors import DecodeError, RedisUnavailableError
 from hub.heartbeat import Heartbeat
 from hub.keys import Keys
 from hub.ratelimit import RateLimitedLog
+from hub.resp import Address, Subscription
 from hub.settings import format_duration_ns
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class AgentRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         agent = self.agent
         await self.heartbeat.claim()
-        pubsub = self._raw_client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self._subscription()
         try:
             await self._announce_demand()
             if self._handlers:
@@ -169,22 +170,31 @@ class AgentRuntime:
 
     # the hot path ------------------------------------------------------------
 
-    async def _read(self, pubsub: Any) -> None:
+    def _subscription(self) -> Subscription:
+        """The agent's own lean subscriber connection (hub.resp), configured like the raw client."""
+        return Subscription(Address.from_client(self._raw_client))
+
+    async def _read(self, pubsub: Subscription) -> None:
+        """Hand every message to its handler straight from the socket callback; no await per message."""
         handlers = self._handlers
         if not handlers:
             await asyncio.Event().wait()
+        stats = self.stats
+
+        def dispatch(channel: bytes, data: bytes) -> None:
+            handler = handlers.get(channel)
+            if handler is None:
+                return
+            try:
+                handler(data)
+            except DecodeError as e:
+                stats.bad_messages += 1
+                self._bad_input.warning("decode", "agent %s skipped a bad message on %s: %s",
+                                        self.agent.name, channel.decode(errors="replace"), e)
+
         try:
-            async for message in pubsub.listen():
-                handler = handlers.get(message["channel"])
-                if handler is None:
-                    continue
-                try:
-                    handler(message["data"])
-                except DecodeError as e:
-                    self.stats.bad_messages += 1
-                    self._bad_input.warning("decode", "agent %s skipped a bad message on %s: %s",
-                                            self.agent.name, message["channel"].decode(), e)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            await pubsub.listen(dispatch)
+        except RedisUnavailableError as e:
             raise RedisUnavailableError(f"lost the Redis subscription: {e}") from e
 
     async def _invoke(self, event: Event) -> None:

@@ -5,6 +5,12 @@ receive handler. A flush task sends, per symbol, one ``PUBLISH`` carrying every
 quote buffered since the last flush (see hub.codec) and one ``HSET`` of the
 latest quote. While a flush is in flight new quotes keep buffering, so batches
 grow exactly when Redis is the bottleneck and stay tiny when it is not.
+
+The flush goes out as one pre-encoded RESP buffer on a lean connection of its
+own (hub.resp), opened from the redis-py client's settings: through redis-py's
+pipeline the per-command packing and reply handling cost more CPU than
+everything else the hub does (see docs/performance.md). Losing Redis raises
+RedisUnavailableError, as before.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import redis.asyncio as aioredis
 
 from hub.codec import QuoteRow, encode_quote_rows
 from hub.keys import Keys
+from hub.resp import Address, RespConnection
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +47,12 @@ class Publisher:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
+        self._address = Address.from_client(client)
+        self._connection: RespConnection | None = None
+        self._running = False
         self._pending: dict[str, list[QuoteRow]] = {}
         self._wake = asyncio.Event()
-        self._channels: dict[str, bytes] = {}
-        self._hashes: dict[str, str] = {}
+        self._prefixes: dict[str, tuple[bytes, bytes]] = {}
         self.stats = PublisherStats()
         self.listeners: list[FlushListener] = []
 
@@ -62,6 +71,7 @@ class Publisher:
     async def run(self, stop: asyncio.Event) -> None:
         """Flush whenever quotes are buffered, until ``stop``; then flush what is left."""
         stopper = asyncio.ensure_future(stop.wait())
+        self._running = True
         try:
             while not stop.is_set():
                 waker = asyncio.ensure_future(self._wake.wait())
@@ -70,35 +80,60 @@ class Publisher:
                 await self.flush()
             await self.flush()
         finally:
+            self._running = False
             stopper.cancel()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     async def flush(self) -> None:
         self._wake.clear()
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        pipe = self._client.pipeline(transaction=False)
-        for symbol, rows in batch.items():
-            pipe.publish(self._channel(symbol), encode_quote_rows(symbol, rows))
-            ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = rows[-1]
-            pipe.hset(self._hash(symbol), mapping={
-                "bid": repr(bid), "bid_size": repr(bid_size), "ask": repr(ask), "ask_size": repr(ask_size),
-                "ts_ns": ts_event_ns, "ts_recv_ns": ts_recv_ns})
-            self.stats.quotes += len(rows)
-        await pipe.execute()
+        if self._running:
+            connection = self._connection or await self._connect()
+            await connection.send(self._encode(batch), 2 * len(batch))
+        else:  # a one-off flush (tools, tests): no connection is left open behind it
+            connection = await RespConnection.open(self._address)
+            try:
+                await connection.send(self._encode(batch), 2 * len(batch))
+            finally:
+                connection.close()
+        self.stats.quotes += sum(len(rows) for rows in batch.values())
         self.stats.messages += len(batch)
         self.stats.flushes += 1
         for listener in self.listeners:
             listener(batch)
 
-    def _channel(self, symbol: str) -> bytes:
-        channel = self._channels.get(symbol)
-        if channel is None:
-            channel = self._channels[symbol] = self._keys.quote_channel(symbol).encode()
-        return channel
+    def _encode(self, batch: dict[str, list[QuoteRow]]) -> bytes:
+        """Per symbol, PUBLISH of the batch and HSET of the latest quote, as one RESP buffer."""
+        out = []
+        for symbol, rows in batch.items():
+            publish, hset = self._prefixes.get(symbol) or self._prefix(symbol)
+            payload = encode_quote_rows(symbol, rows)
+            ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = rows[-1]
+            out.append(publish % (len(payload), payload))
+            bid_b, bid_size_b, ask_b, ask_size_b = (repr(bid).encode(), repr(bid_size).encode(),
+                                                    repr(ask).encode(), repr(ask_size).encode())
+            ts_b, recv_b = b"%d" % ts_event_ns, b"%d" % ts_recv_ns
+            out.append(hset % (len(bid_b), bid_b, len(bid_size_b), bid_size_b, len(ask_b), ask_b,
+                               len(ask_size_b), ask_size_b, len(ts_b), ts_b, len(recv_b), recv_b))
+        return b"".join(out)
 
-    def _hash(self, symbol: str) -> str:
-        name = self._hashes.get(symbol)
-        if name is None:
-            name = self._hashes[symbol] = self._keys.latest_quote(symbol)
-        return name
+    def _prefix(self, symbol: str) -> tuple[bytes, bytes]:
+        """RESP templates for a symbol's two commands, with %-slots for the variable parts."""
+        channel = self._keys.quote_channel(symbol).encode()
+        key = self._keys.latest_quote(symbol).encode()
+        # names go into %-templates: escape their '%' after measuring their real length
+        publish = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel), channel.replace(b"%", b"%%")) + \
+            b"$%d\r\n%s\r\n"
+        hset = b"*14\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (len(key), key.replace(b"%", b"%%")) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(name), name) + b"$%d\r\n%s\r\n"
+            for name in (b"bid", b"bid_size", b"ask", b"ask_size", b"ts_ns", b"ts_recv_ns"))
+        self._prefixes[symbol] = (publish, hset)
+        return publish, hset
+
+    async def _connect(self) -> RespConnection:
+        self._connection = await RespConnection.open(self._address)
+        return self._connection

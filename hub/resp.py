@@ -1,0 +1,297 @@
+"""A lean RESP2 client on asyncio for the two hot paths: the hub's publish pipeline and agents' subscriptions.
+
+redis-py spends most of the hub's and the agents' CPU on per-command Python
+work (packing, response callbacks, retry and timeout wrappers): profiles put
+40-60% of each process there. This module does only what the hot paths need:
+
+- :class:`RespConnection`: connect (TCP, TLS or unix socket), AUTH and SELECT
+  taken from an existing redis-py client's settings, then pipelined writes of
+  pre-encoded commands whose replies are counted and checked for errors;
+- :class:`Subscription`: SUBSCRIBE and hand every ``message`` push to one
+  synchronous callback straight from ``data_received`` (no task switch,
+  no await per message), so an agent's socket is drained as fast as Python
+  can parse it, whatever its ``run()`` does.
+
+Failure model, as with redis-py in this code base: losing the connection
+raises :class:`~hub.errors.RedisUnavailableError` from whatever is waiting
+(the process exits 69 and its supervisor restarts it); an error reply raises
+:class:`RespError`. There is no silent reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from hub.errors import RedisUnavailableError
+
+Value = Any  # bytes | int | list[Value] | RespError | None
+MessageCallback = Callable[[bytes, bytes], None]
+
+_MESSAGE = b"*3\r\n$7\r\nmessage\r\n$"  # a pub/sub message push, up to the channel's length
+_MESSAGE_LEN = len(_MESSAGE)
+_CONFIRMATIONS = (b"subscribe", b"unsubscribe")
+
+
+class RespError(Exception):
+    """Redis answered a command with an error reply."""
+
+
+class _Incomplete(Exception):
+    """The buffer ends inside a reply; wait for more bytes."""
+
+
+def command(*parts: bytes) -> bytes:
+    """One RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+def parse(buf: bytes, pos: int) -> tuple[Value, int]:
+    """One RESP2 value starting at ``pos``; raises _Incomplete if the buffer ends first."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise _Incomplete
+    kind, head = buf[pos:pos + 1], buf[pos + 1:end]
+    pos = end + 2
+    if kind == b"$":
+        size = int(head)
+        if size < 0:
+            return None, pos
+        if pos + size + 2 > len(buf):
+            raise _Incomplete
+        return buf[pos:pos + size], pos + size + 2
+    if kind == b":":
+        return int(head), pos
+    if kind == b"+":
+        return head, pos
+    if kind == b"-":
+        return RespError(head.decode(errors="replace")), pos
+    if kind == b"*":
+        items = []
+        for _ in range(max(int(head), 0)):
+            item, pos = parse(buf, pos)
+            items.append(item)
+        return (items if int(head) >= 0 else None), pos
+    raise RespError(f"unexpected RESP type byte {kind!r}")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where and how to connect; taken from a redis-py client so both paths share one configuration."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    timeout_s: float = 5.0
+
+    @classmethod
+    def from_client(cls, client: Any) -> Address:
+        kwargs = client.connection_pool.connection_kwargs
+        tls = "ssl" in client.connection_pool.connection_class.__name__.lower()
+        return cls(host=kwargs.get("host", "127.0.0.1"), port=int(kwargs.get("port", 6379)),
+                   path=kwargs.get("path", ""), db=int(kwargs.get("db", 0) or 0), username=kwargs.get("username"),
+                   password=kwargs.get("password"), tls=tls,
+                   timeout_s=float(kwargs.get("socket_connect_timeout") or 5.0))
+
+    def describe(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+class _Protocol(asyncio.Protocol):
+    """Parses replies as they arrive: pushes go to ``on_message``, replies to the oldest waiter."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.on_message: MessageCallback | None = None
+        self.waiters: deque[list[Any]] = deque()  # [future, replies still due, first error]
+        self.confirmations: asyncio.Queue[bytes] = asyncio.Queue()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf + data if self._buf else data
+        try:
+            pos = self._consume(buf)
+        except Exception as e:  # a bug in a callback or a protocol violation: fail loudly, not silently
+            self._fail(e)
+            return
+        self._buf = buf[pos:]
+
+    def replay(self, older: bytes) -> None:
+        """Parse ``older`` (complete messages received earlier) ahead of what is buffered now."""
+        self._buf = older + self._buf
+        self.data_received(b"")
+
+    def _consume(self, buf: bytes) -> int:
+        pos, end = 0, len(buf)
+        on_message = self.on_message
+        while pos < end:
+            if on_message is not None and buf.startswith(_MESSAGE, pos):
+                # fast path: *3 $7 message $<n> channel $<n> data, sliced without building a list
+                i = buf.find(b"\r\n", pos + _MESSAGE_LEN)
+                if i < 0:
+                    break
+                c0 = i + 2
+                c1 = c0 + int(buf[pos + _MESSAGE_LEN:i])
+                j = buf.find(b"\r\n", c1 + 3)
+                if j < 0:
+                    break
+                d0 = j + 2
+                d1 = d0 + int(buf[c1 + 3:j])
+                if d1 + 2 > end:
+                    break
+                on_message(buf[c0:c1], buf[d0:d1])
+                pos = d1 + 2
+                continue
+            try:
+                value, pos = parse(buf, pos)
+            except _Incomplete:
+                break
+            self._deliver(value)
+        return pos
+
+    def _deliver(self, value: Value) -> None:
+        if isinstance(value, list) and value and value[0] in _CONFIRMATIONS:
+            self.confirmations.put_nowait(value[1])
+            return
+        if not self.waiters:
+            return  # a message before a callback was installed: nobody asked for it
+        waiter = self.waiters[0]
+        if isinstance(value, RespError) and waiter[2] is None:
+            waiter[2] = value
+        waiter[1] -= 1
+        if waiter[1] == 0:
+            self.waiters.popleft()
+            future = waiter[0]
+            if not future.done():
+                future.set_exception(waiter[2]) if waiter[2] is not None else future.set_result(value)
+
+    def _fail(self, error: BaseException) -> None:
+        if not self.closed.done():
+            self.closed.set_exception(error)
+            self.closed.exception()  # raised to whoever awaits it; not an "unretrieved" error if nobody does
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost = RedisUnavailableError(f"lost the connection to Redis: {exc or 'closed by the server'}")
+        while self.waiters:
+            future = self.waiters.popleft()[0]
+            if not future.done():
+                future.set_exception(lost)
+        if not self.closed.done():
+            self.closed.set_exception(lost)
+            self.closed.exception()
+
+
+class RespConnection:
+    """One connection; ``send`` pipelines pre-encoded commands."""
+
+    def __init__(self, address: Address, protocol: _Protocol) -> None:
+        self.address = address
+        self._protocol = protocol
+
+    @classmethod
+    async def open(cls, address: Address) -> RespConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(address.timeout_s):
+                if address.path:
+                    _, protocol = await loop.create_unix_connection(_Protocol, address.path)
+                else:
+                    tls = ssl.create_default_context() if address.tls else None
+                    _, protocol = await loop.create_connection(_Protocol, address.host, address.port, ssl=tls)
+        except (OSError, TimeoutError) as e:
+            raise RedisUnavailableError(f"cannot connect to Redis at {address.describe()}: {e}") from None
+        connection = cls(address, protocol)
+        if address.password:
+            user = (address.username.encode(),) if address.username else ()
+            await connection.send(command(b"AUTH", *user, address.password.encode()), 1)
+        if address.db:
+            await connection.send(command(b"SELECT", b"%d" % address.db), 1)
+        return connection
+
+    def send(self, buf: bytes, replies: int) -> asyncio.Future[Value]:
+        """Write ``buf`` holding ``replies`` commands; the future gives the last reply or raises the first error."""
+        protocol = self._protocol
+        if protocol.closed.done() or protocol.transport is None or protocol.transport.is_closing():
+            raise RedisUnavailableError(f"the connection to Redis at {self.address.describe()} is closed")
+        future: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
+        protocol.waiters.append([future, replies, None])
+        protocol.transport.write(buf)
+        return future
+
+    @property
+    def protocol(self) -> _Protocol:
+        return self._protocol
+
+    def close(self) -> None:
+        if self._protocol.transport is not None:
+            self._protocol.transport.close()
+        if not self._protocol.closed.done():
+            self._protocol.closed.set_result(None)
+
+
+class Subscription:
+    """SUBSCRIBE on a connection of its own; ``listen`` delivers messages to a synchronous callback.
+
+    Messages that arrive between ``subscribe`` and ``listen`` are kept unparsed
+    in the buffer and delivered when ``listen`` starts, so none are lost.
+    """
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._connection: RespConnection | None = None
+        self._held = b""
+
+    async def subscribe(self, *channels: str | bytes) -> None:
+        """Subscribe and wait until Redis confirmed every channel."""
+        if self._connection is None:
+            self._connection = await RespConnection.open(self.address)
+            self._connection.protocol.on_message = self._hold
+        names = [c.encode() if isinstance(c, str) else c for c in channels]
+        protocol = self._connection.protocol
+        protocol.transport.write(command(b"SUBSCRIBE", *names))  # type: ignore[union-attr]
+        for _ in names:
+            getter = asyncio.ensure_future(protocol.confirmations.get())
+            await asyncio.wait((getter, protocol.closed), return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                protocol.closed.result()  # raises RedisUnavailableError
+                raise RedisUnavailableError("the subscription closed before Redis confirmed it")
+
+    def _hold(self, channel: bytes, data: bytes) -> None:
+        # before listen(): keep the message as RESP so listen() replays it through the same path
+        self._held += b"%s%d\r\n%s\r\n$%d\r\n%s\r\n" % (_MESSAGE, len(channel), channel, len(data), data)
+
+    async def listen(self, callback: MessageCallback) -> None:
+        """Deliver every message to ``callback`` until the connection is closed by ``aclose``.
+
+        Raises RedisUnavailableError when Redis goes away, or what ``callback`` raised.
+        """
+        if self._connection is None:
+            raise RuntimeError("subscribe() before listen()")
+        protocol = self._connection.protocol
+        protocol.on_message = callback
+        held, self._held = self._held, b""
+        if held:
+            protocol.replay(held)
+        await protocol.closed
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
