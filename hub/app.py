@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SourceName = Literal["sim", "alpaca", "replay"]
 
+#: How often the symbol-demand loop looks at the stop event.
+DEMAND_POLL_S = 0.2
+
 
 @dataclass(frozen=True, kw_only=True)
 class HubSettings:
@@ -80,22 +83,14 @@ class SymbolDemand:
         """Add newly wanted symbols to the live source as agents announce them."""
         pubsub = raw_client.pubsub(ignore_subscribe_messages=True)
         await pubsub.subscribe(self._keys.symbols_control_channel())
-        listener = asyncio.ensure_future(self._listen(pubsub, source))
-        stopper = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait((listener, stopper), return_when=asyncio.FIRST_COMPLETED)
-            if listener.done():
-                listener.result()  # a lost subscription is an error, not a quiet stop
+            await self._add_new(source)  # anything announced before we subscribed
+            while not stop.is_set():
+                # polled, not cancelled: a cancelled redis-py listen() on a quiet channel can hang
+                if await pubsub.get_message(timeout=DEMAND_POLL_S) is not None:
+                    await self._add_new(source)
         finally:
-            for task in (listener, stopper):
-                task.cancel()
-            await asyncio.gather(listener, stopper, return_exceptions=True)
             await pubsub.aclose()
-
-    async def _listen(self, pubsub: Any, source: Source) -> None:
-        await self._add_new(source)  # anything announced before we subscribed
-        async for _ in pubsub.listen():
-            await self._add_new(source)
 
     async def _add_new(self, source: Source) -> None:
         new = await self.refresh()

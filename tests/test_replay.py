@@ -119,7 +119,8 @@ async def test_csv_replay_at_max_speed_drives_the_agents(redis_url: str, process
     rows = csv_rows()
     processes.start("-m", "agents.spotter", "--instruments", "ESU4")
     processes.start("-m", "agents.spread_calculator", "--instruments", "ESU4", "--window", "1ns")
-    processes.start("-m", "agents.volatility", "--instruments", "ESU4")
+    # unthrottled, so it runs on enough quotes to see the mid move even when replay outpaces it
+    processes.start("-m", "agents.volatility", "--instruments", "ESU4", "--throttle", "0s")
     agent_keys = ("tf:agent:spotter", "tf:agent:spread_calculator", "tf:agent:volatility")
     await eventually_async(lambda: _count_is(aredis.exists(*agent_keys), 3), message="three agents running")
     async with bus_collector(redis_url, "tf:md:quote:ESU4") as published:
