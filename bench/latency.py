@@ -102,11 +102,12 @@ def latency(url: str, smoke: bool) -> dict[str, Any]:
     duration_s = 0.5 if smoke else 5.0
     out: dict[str, Any] = {"unit": "us from ts_recv_ns", "symbols": len(SYMBOLS), "duration_s": duration_s}
     for rate in (1_000, 10_000, 50_000):
-        project = project_run(url, rate, duration_s)
+        project = project_run(url, rate, duration_s, cache_write=False)  # like the baselines: nothing but receive
+        cached = project_run(url, rate, duration_s, cache_write=True)  # run() writes the cache every time
         bare = baseline_run(url, "bare", rate, duration_s)
         raw = baseline_run(url, "raw", rate, duration_s)
         out[str(rate)] = {
-            "project": project, "bare": bare["run"], "raw": raw["run"],
+            "project": project, "project_cache": cached, "bare": bare["run"], "raw": raw["run"],
             "p50_vs_bare": _ratio(project["run"], bare["run"], "p50_us"),
             "p99_vs_bare": _ratio(project["run"], bare["run"], "p99_us"),
             "p50_vs_raw": _ratio(project["run"], raw["run"], "p50_us"),

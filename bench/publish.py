@@ -9,7 +9,9 @@ alpaca-py hands them over) and are sent by:
   PUBLISH of the batch in the hub's wire format + one HSET of the latest quote);
 - ``raw_1``: the minimal RESP writer, one quote per PUBLISH (the message-rate limit);
 - ``project``: hub.publisher.Publisher fed through ``add_quote``;
-- ``sim``: the sim source generating quotes live as fast as it can, through the Publisher.
+- ``sim``: the sim source generating quotes live as fast as it can, through the Publisher;
+- ``alpaca``: the hub process with the alpaca source (alpaca-py) reading the local Alpaca-protocol
+  server's blast mode, 100 quotes per frame.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgpack
+import redis
 import redis.asyncio as aioredis
 import uvloop
 
+from bench.procs import Procs, wait_for
 from bench.rawresp import RawWriter, command
+from bench.server import free_port
 from bench.workload import QuoteTuple, make_quotes
 from hub.codec import encode_quote_rows
 from hub.connection import redis_client
@@ -149,6 +154,28 @@ async def sim_source(url: str, duration_s: float, symbol_count: int) -> float:
     return rate
 
 
+def alpaca_source(url: str, duration_s: float) -> float:
+    """The hub process with the alpaca source, fed by the local Alpaca-protocol server in blast mode
+    (100 quotes per frame, as fast as the client reads); quotes/s that reached Redis, from the heartbeat."""
+    port = free_port()
+    symbols = ",".join(f"S{i:02d}" for i in range(20))
+    with Procs(url) as procs:
+        procs.start("-m", "tests.alpaca_data_server", "--port", str(port), "--rate", "max", "--batch", "100")
+        procs.env.update({"APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret",
+                          "APCA_DATA_STREAM_URL": f"ws://127.0.0.1:{port}/v2/iex"})
+        time.sleep(0.5)
+        procs.start("-m", "hub", "--source", "alpaca", "--symbols", symbols, "--name", "bench", "--log-level",
+                    "WARNING")
+        client = redis.Redis.from_url(url)
+        wait_for(lambda: int(client.hget("tf:hub:bench", "quotes") or 0) > 0, "alpaca quotes in Redis")
+        first = (time.monotonic(), int(client.hget("tf:hub:bench", "quotes") or 0))
+        time.sleep(duration_s)
+        wait_for(lambda: int(client.hget("tf:hub:bench", "quotes") or 0) > first[1], "a later heartbeat")
+        last = (time.monotonic(), int(client.hget("tf:hub:bench", "quotes") or 0))
+        client.close()
+    return (last[1] - first[1]) / (last[0] - first[0])
+
+
 def run(url: str, smoke: bool) -> dict[str, Any]:
     count = 20_000 if smoke else 300_000
     quotes = make_quotes(count)
@@ -158,9 +185,11 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
         "raw_1": raw_single(url, quotes),
         "project": run_uvloop(project(url, quotes)),
         "sim": run_uvloop(sim_source(url, 0.5 if smoke else 3.0, 20)),
+        "alpaca": alpaca_source(url, 1.5 if smoke else 5.0),
     }
     return {"unit": "quotes/s", "quotes": count, "frame": FRAME, "symbols": 20,
             **{k: round(v) for k, v in rows.items()},
             "project_vs_bare": round(rows["project"] / rows["bare"], 2),
             "project_vs_raw": round(rows["project"] / rows["raw"], 2),
-            "sim_vs_raw": round(rows["sim"] / rows["raw"], 2)}
+            "sim_vs_raw": round(rows["sim"] / rows["raw"], 2),
+            "alpaca_vs_raw": round(rows["alpaca"] / rows["raw"], 2)}

@@ -24,8 +24,7 @@ def table(r: dict[str, Any]) -> str:
         row("hub publish, quotes/s", _k(p["project"]), _k(p["bare"]), _k(p["raw"]), p["project_vs_bare"],
             p["project_vs_raw"])
         row("  sim source -> Redis, quotes/s", _k(p["sim"]), "", _k(p["raw"]), "", p["sim_vs_raw"])
-        if "alpaca" in p:
-            row("  alpaca-py source -> Redis", _k(p["alpaca"]), "", _k(p["raw"]), "", p.get("alpaca_vs_raw", ""))
+        row("  alpaca-py source -> Redis, q/s", _k(p["alpaca"]), "", _k(p["raw"]), "", p["alpaca_vs_raw"])
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),
@@ -42,8 +41,9 @@ def _processes(r: dict[str, Any], row: Any) -> None:
             row(f"e2e run() p50/p99/p99.9 us @{_k(int(rate))}/s", _lat(lat["project"]["run"]), _lat(lat["bare"]),
                 _lat(lat["raw"]), f"{lat['p50_vs_bare']}/{lat['p99_vs_bare']}",
                 f"{lat['p50_vs_raw']}/{lat['p99_vs_raw']}")
-            row("  cache write visible", _lat(lat["project"].get("cache_visible", {})), "", "")
-            row("  lost quotes", str(lat["project"]["lost"]), "", "")
+            row("  run() writing the cache: run()", _lat(lat["project_cache"]["run"]), "", "")
+            row("  ... cache write visible", _lat(lat["project_cache"]["cache_visible"]), "", "")
+            row("  lost quotes", str(lat["project"]["lost"] + lat["project_cache"]["lost"]), "", "")
     if "fanout" in r:
         f = r["fanout"]
         for n in ("1", "4", "8"):

@@ -21,6 +21,7 @@ Plain ``msgpack.unpackb(raw)`` decodes every message; nothing here is private.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ QUOTE_ROW_LEN = 6
 TRADE_ROW_LEN = 4
 
 QuoteRow = tuple[int, int, float, float, float, float]
+_INF = math.inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ class Trade:
 
 
 _pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
+_unpackb = functools.partial(msgpack.unpackb, use_list=True, raw=False)
 
 
 def encode_quote_rows(symbol: str, rows: list[QuoteRow]) -> bytes:
@@ -153,6 +156,12 @@ def _timestamp(value: Any, name: str, raw: bytes) -> int:
 def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
     """Validate one decoded row. NaN, negative or non-numeric fields raise DecodeError."""
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
+    # Fast path for what the hub writes (floats and ints): one chained test instead of six calls.
+    # NaN fails every comparison, so ``0.0 <= x < inf`` is "finite and >= 0".
+    if (type(bid) is float and type(ask) is float and type(bid_size) is float and type(ask_size) is float
+            and 0.0 <= bid < _INF and 0.0 <= ask < _INF and 0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF
+            and type(ts_event_ns) is int and type(ts_recv_ns) is int and ts_event_ns >= 0 and ts_recv_ns >= 0):
+        return Quote(symbol, bid, bid_size, ask, ask_size, ts_event_ns, ts_recv_ns)
     return Quote(
         symbol=symbol,
         bid=_number(bid, "bid", raw),
@@ -168,9 +177,19 @@ def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
     """The newest quote in a message, and how many quotes the message held.
 
     Agents conflate to the latest quote, so only the last row is validated and
-    turned into an object; the rest are counted.
+    turned into an object; the rest are counted (their shape is checked).
+    This is every agent's per-message cost, hence the inlined checks.
     """
-    symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)
+    try:
+        message = _unpackb(raw)
+    except Exception:
+        message = None
+    if type(message) is list and len(message) == 3:
+        version, symbol, rows = message
+        if (version == WIRE_VERSION and type(symbol) is str and type(rows) is list and rows
+                and all(type(row) is list and len(row) == QUOTE_ROW_LEN for row in rows)):
+            return quote_from_row(symbol, rows[-1], raw), len(rows)
+    symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)  # not well formed: raises the precise DecodeError
     return quote_from_row(symbol, rows[-1], raw), len(rows)
 
 

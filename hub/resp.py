@@ -256,7 +256,7 @@ class Subscription:
     def __init__(self, address: Address) -> None:
         self.address = address
         self._connection: RespConnection | None = None
-        self._held = b""
+        self._held: list[bytes] = []
 
     async def subscribe(self, *channels: str | bytes) -> None:
         """Subscribe and wait until Redis confirmed every channel."""
@@ -276,7 +276,7 @@ class Subscription:
 
     def _hold(self, channel: bytes, data: bytes) -> None:
         # before listen(): keep the message as RESP so listen() replays it through the same path
-        self._held += b"%s%d\r\n%s\r\n$%d\r\n%s\r\n" % (_MESSAGE, len(channel), channel, len(data), data)
+        self._held.append(b"%s%d\r\n%s\r\n$%d\r\n%s\r\n" % (_MESSAGE, len(channel), channel, len(data), data))
 
     async def listen(self, callback: MessageCallback) -> None:
         """Deliver every message to ``callback`` until the connection is closed by ``aclose``.
@@ -287,7 +287,7 @@ class Subscription:
             raise RuntimeError("subscribe() before listen()")
         protocol = self._connection.protocol
         protocol.on_message = callback
-        held, self._held = self._held, b""
+        held, self._held = b"".join(self._held), []
         if held:
             protocol.replay(held)
         await protocol.closed

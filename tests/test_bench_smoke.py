@@ -22,14 +22,14 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert result["smoke"] is True
     for section in ("publish", "intake", "latency", "fanout", "overload", "orders"):
         assert section in result, section
-    for row in ("project", "bare", "raw", "sim"):
+    for row in ("project", "bare", "raw", "sim", "alpaca"):
         assert result["publish"][row] > 0, row
     for row in ("project", "bare", "raw", "project_1", "raw_1"):
         assert result["intake"][row] > 0, row
     for rate in ("1000", "10000", "50000"):
         figures = result["latency"][rate]
         assert figures["project"]["run"]["n"] > 0 and figures["bare"]["n"] > 0 and figures["raw"]["n"] > 0
-        assert figures["project"]["cache_visible"]["n"] > 0
+        assert figures["project_cache"]["cache_visible"]["n"] > 0
     for agents in ("1", "4", "8"):
         assert result["fanout"][agents]["project"]["run"]["n"] > 0
     overload = result["overload"]
