@@ -99,7 +99,7 @@ def _ratio(a: dict[str, Any], b: dict[str, Any], key: str) -> float | None:
 
 
 def latency(url: str, smoke: bool) -> dict[str, Any]:
-    duration_s = 0.5 if smoke else 5.0
+    duration_s = 0.4 if smoke else 5.0
     out: dict[str, Any] = {"unit": "us from ts_recv_ns", "symbols": len(SYMBOLS), "duration_s": duration_s}
     for rate in (1_000, 10_000, 50_000):
         project = project_run(url, rate, duration_s, cache_write=False)  # like the baselines: nothing but receive
@@ -117,7 +117,7 @@ def latency(url: str, smoke: bool) -> dict[str, Any]:
 
 
 def fanout(url: str, smoke: bool) -> dict[str, Any]:
-    duration_s = 0.5 if smoke else 4.0
+    duration_s = 0.4 if smoke else 4.0
     rate = 10_000
     out: dict[str, Any] = {"unit": "us from ts_recv_ns", "rate": rate, "duration_s": duration_s}
     for n in (1, 4, 8):
@@ -131,7 +131,7 @@ def fanout(url: str, smoke: bool) -> dict[str, Any]:
 
 def overload(url: str, smoke: bool) -> dict[str, Any]:
     """Offer far more than run() handles (it sleeps 20 ms); sample RSS of hub and agent."""
-    duration_s = 2.0 if smoke else 12.0
+    duration_s = 1.5 if smoke else 12.0
     flush(url)
     client = redis.Redis.from_url(url)
     with Procs(url) as procs:

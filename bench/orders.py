@@ -59,4 +59,4 @@ async def _run(url: str, samples: int, count: int) -> dict[str, Any]:
 
 
 def run(url: str, smoke: bool) -> dict[str, Any]:
-    return asyncio.run(_run(url, 100 if smoke else 1000, 1000 if smoke else 10_000))
+    return asyncio.run(_run(url, 100 if smoke else 1000, 300 if smoke else 10_000))

@@ -185,7 +185,7 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
         "raw_1": raw_single(url, quotes),
         "project": run_uvloop(project(url, quotes)),
         "sim": run_uvloop(sim_source(url, 0.5 if smoke else 3.0, 20)),
-        "alpaca": alpaca_source(url, 1.5 if smoke else 5.0),
+        "alpaca": alpaca_source(url, 1.0 if smoke else 5.0),
     }
     return {"unit": "quotes/s", "quotes": count, "frame": FRAME, "symbols": 20,
             **{k: round(v) for k, v in rows.items()},
