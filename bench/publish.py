@@ -8,6 +8,8 @@ alpaca-py hands them over) and are sent by:
 - ``raw``: the minimal RESP writer doing the hub's job (per frame and symbol one
   PUBLISH of the batch in the hub's wire format + one HSET of the latest quote);
 - ``raw_1``: the minimal RESP writer, one quote per PUBLISH (the message-rate limit);
+- ``raw_1000``: the raw writer batching 1,000 quotes per write, about what the publisher's batches
+  grow to while a flush is in flight at full speed (shows how much of the project's lead is batching);
 - ``project``: hub.publisher.Publisher fed through ``add_quote``;
 - ``sim``: the sim source generating quotes live as fast as it can, through the Publisher;
 - ``alpaca``: the hub process with the alpaca source (alpaca-py) reading the local Alpaca-protocol
@@ -68,7 +70,7 @@ async def bare_redis_py(url: str, quotes: list[QuoteTuple]) -> float:
     return rate
 
 
-def raw_batched(url: str, quotes: list[QuoteTuple]) -> float:
+def raw_batched(url: str, quotes: list[QuoteTuple], frame: int = FRAME) -> float:
     writer = RawWriter(url)
     names = {q[0] for q in quotes}
     publish = {s: command(b"PUBLISH", KEYS.quote_channel(s).encode()).rsplit(b"\r\n", 1)[0].replace(
@@ -76,10 +78,10 @@ def raw_batched(url: str, quotes: list[QuoteTuple]) -> float:
     hset = {s: command(b"HSET", KEYS.latest_quote(s).encode()).replace(b"*2", b"*14", 1) for s in names}
 
     def send_all() -> None:
-        for i in range(0, len(quotes), FRAME):
+        for i in range(0, len(quotes), frame):
             batch: dict[str, list[tuple[int, int, float, float, float, float]]] = {}
             now_ns = time.time_ns()
-            for symbol, ts_ns, bid, bid_size, ask, ask_size in quotes[i:i + FRAME]:
+            for symbol, ts_ns, bid, bid_size, ask, ask_size in quotes[i:i + frame]:
                 batch.setdefault(symbol, []).append((ts_ns, now_ns, bid, bid_size, ask, ask_size))
             out = []
             for symbol, rows in batch.items():
@@ -183,6 +185,7 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
         "bare": run_uvloop(bare_redis_py(url, quotes)),
         "raw": raw_batched(url, quotes),
         "raw_1": raw_single(url, quotes),
+        "raw_1000": raw_batched(url, quotes, 1000),
         "project": run_uvloop(project(url, quotes)),
         "sim": run_uvloop(sim_source(url, 0.5 if smoke else 3.0, 20)),
         "alpaca": alpaca_source(url, 1.0 if smoke else 5.0),

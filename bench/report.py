@@ -23,6 +23,8 @@ def table(r: dict[str, Any]) -> str:
         p = r["publish"]
         row("hub publish, quotes/s", _k(p["project"]), _k(p["bare"]), _k(p["raw"]), p["project_vs_bare"],
             p["project_vs_raw"])
+        row("  raw writer, 1,000-quote batches", "", "", _k(p["raw_1000"]), "",
+            round(p["project"] / p["raw_1000"], 2))
         row("  sim source -> Redis, quotes/s", _k(p["sim"]), "", _k(p["raw"]), "", p["sim_vs_raw"])
         row("  alpaca-py source -> Redis, q/s", _k(p["alpaca"]), "", _k(p["raw"]), "", p["alpaca_vs_raw"])
     if "intake" in r:
