@@ -186,9 +186,12 @@ def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
         message = None
     if type(message) is list and len(message) == 3:
         version, symbol, rows = message
-        if (version == WIRE_VERSION and type(symbol) is str and type(rows) is list and rows
-                and all(type(row) is list and len(row) == QUOTE_ROW_LEN for row in rows)):
-            return quote_from_row(symbol, rows[-1], raw), len(rows)
+        if version == WIRE_VERSION and type(symbol) is str and type(rows) is list and rows:
+            for row in rows:
+                if type(row) is not list or len(row) != QUOTE_ROW_LEN:
+                    break
+            else:
+                return quote_from_row(symbol, rows[-1], raw), len(rows)
     symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)  # not well formed: raises the precise DecodeError
     return quote_from_row(symbol, rows[-1], raw), len(rows)
 
