@@ -125,6 +125,10 @@ async def _equals(a: object, b: object) -> bool:
     return a == b
 
 
+async def _equals_async(a: Awaitable[object], b: object) -> bool:
+    return await a == b
+
+
 async def test_duplicate_name_is_refused(start_agent: Runner, redis_url: str) -> None:
     await start_agent(Collector({"instruments": ["AAPL"], "name": "twin"}))
     client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
@@ -146,7 +150,9 @@ async def test_heartbeat_is_readable_expiring_and_released(redis_url: str, aredi
     assert fields["instruments"] == "AAPL,MSFT" and fields["throttle"] == "250ms"
     assert {"pid", "host", "started_ns", "runs", "errors", "last_run_ns", "conflated", "lag_ms"} <= set(fields)
     assert 0 < await aredis.pttl(KEYS.agent("collector")) <= 5_000
-    assert await aredis.smembers(KEYS.wanted_symbols()) == {"AAPL", "MSFT"}
+    # demand is announced just after the heartbeat is claimed
+    await eventually_async(lambda: _equals_async(aredis.smembers(KEYS.wanted_symbols()), {"AAPL", "MSFT"}),
+                           message="demand announced")
     stop.set()
     await task
     assert not await aredis.exists(KEYS.agent("collector"))
