@@ -214,6 +214,8 @@ class AgentRuntime:
             self.stats.runs += 1
         except asyncio.CancelledError:
             raise
+        except RedisUnavailableError:
+            raise
         except (RedisConnectionError, RedisTimeoutError) as e:
             raise RedisUnavailableError(f"lost Redis during run(): {e}") from e
         except Exception as e:
