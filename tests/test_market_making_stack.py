@@ -5,20 +5,17 @@ the kill switch empties the book, and an orderly shutdown leaves no open order."
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from supervisor.xmlrpc import SupervisorTransport
 
 from hub.execution.model import TERMINAL
 from hub.keys import PORTFOLIO, Keys
 from tests.helpers import eventually
-from tests.test_supervisord import deploy_programs, program_section
+from tests.supervisor_stack import deploy_programs, program_section, supervised
 
 KEYS = Keys()
 PROGRAMS = ("hub", "gateway", "spotter", "spread_calculator", "volatility", "quote_manager", "delta_hedger", "pnl")
@@ -27,25 +24,9 @@ PROGRAMS = ("hub", "gateway", "spotter", "spread_calculator", "volatility", "quo
 @pytest.fixture
 def stack(redis_url: str, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     deploy = deploy_programs()
-    sock = tmp_path / "supervisor.sock"
-    conf = tmp_path / "supervisord.conf"
-    conf.write_text("\n".join([
-        f"[unix_http_server]\nfile={sock}\n",
-        f"[supervisord]\nlogfile={tmp_path}/supervisord.log\npidfile={tmp_path}/supervisord.pid\n"
-        f"childlogdir={tmp_path}\nnodaemon=true\n",
-        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
-        *(program_section(deploy, name, redis_url, tmp_path) for name in PROGRAMS),
-    ]))
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "supervisord"), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = xmlrpc.client.ServerProxy("http://127.0.0.1", SupervisorTransport(None, None, f"unix://{sock}"))
-    eventually(lambda: sock.exists(), message="supervisord socket")
-    try:
-        yield proc
-    finally:
-        server("close")()  # closes the transport's unix socket
-        proc.terminate()
-        proc.wait(60)
+    with supervised([program_section(deploy, name, redis_url, tmp_path) for name in PROGRAMS], tmp_path,
+                    stop_timeout_s=60) as supervisor:
+        yield supervisor.process
 
 
 def orders(client: redis.Redis) -> list[dict[str, str]]:
