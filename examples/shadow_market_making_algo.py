@@ -41,8 +41,10 @@ import redis.asyncio as aioredis
 from agents import DeltaHedger, PnL, QuoteManager, Spotter, SpreadCalculator, Volatility
 from cache import DataCache
 from hub import TradingHub
+from hub.keys import PORTFOLIO, Keys
 
 SYMBOLS = ["AAPL", "MSFT"]
+KEYS = Keys()
 
 
 def build_hub(redis_url: str, external: bool, sim_rate: float) -> TradingHub:
@@ -73,17 +75,17 @@ def build_hub(redis_url: str, external: bool, sim_rate: float) -> TradingHub:
 async def summary(redis_url: str) -> str:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        keys = [k async for k in client.scan_iter(match="tf:order:*", count=1000)]
+        keys = [k async for k in client.scan_iter(match=KEYS.order_pattern(), count=1000)]
         statuses = [await client.hget(k, "status") for k in keys]
         lines = [f"orders: {len(keys)}, filled: {statuses.count('filled')}, "
-                 f"open: {await client.scard('tf:orders:open')}"]
+                 f"open: {await client.scard(KEYS.open_orders())}"]
         for symbol in SYMBOLS:
-            position = await client.hgetall(f"tf:position:{symbol}")
-            cache = await client.hgetall(f"tf:cache:{symbol}")
+            position = await client.hgetall(KEYS.position(symbol))
+            cache = await client.hgetall(KEYS.cache(symbol))
             lines.append(f"{symbol}: position {position.get('qty', '0')} @ {position.get('avg_price', '-')}, "
                          f"fair {cache.get('fair_price', '-')}, delta {cache.get('delta', '-')}, "
                          f"pnl {cache.get('pnl_total', '-')}")
-        portfolio = await client.hgetall("tf:cache:PORTFOLIO")
+        portfolio = await client.hgetall(KEYS.cache(PORTFOLIO))
         lines.append(f"portfolio pnl: {portfolio.get('pnl_total', '-')} "
                      f"(realized {portfolio.get('pnl_realized', '-')})")
         return "\n".join(lines)
