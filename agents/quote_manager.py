@@ -33,7 +33,7 @@ from agents.pricing import Action, Level, QuoteRules, Side, TargetQuotes, plan_s
 from cache import DataCache
 from hub.clock import Clock, SystemClock
 from hub.errors import ConfigError, OrderError
-from hub.ratelimit import RateLimitedLog
+from hub.ratelimit import RateLimitedLog, TokenBucket
 from hub.settings import option
 
 SIDES: tuple[Side, Side] = ("buy", "sell")
@@ -88,25 +88,6 @@ class SideState:
         self.client_order_id, self.level = None, None
 
 
-class OrderBudget:
-    """Token bucket: ``rate_per_s`` refill, ``burst`` capacity. Cancels are free (they reduce risk)."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self._ns_per_token = 1e9 / rate_per_s
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last_ns: int | None = None
-
-    def take(self, now_ns: int) -> bool:
-        if self._last_ns is not None:
-            self._tokens = min(self._burst, self._tokens + (now_ns - self._last_ns) / self._ns_per_token)
-        self._last_ns = now_ns
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
 @dataclass
 class QuoteStats:
     submitted: int = 0
@@ -134,7 +115,7 @@ class QuoteManager(TradingAgent):
         self.sides = {(symbol, side): SideState() for symbol in self.instruments for side in SIDES}
         self.halted: dict[str, bool] = {}
         self._reject_log = RateLimitedLog(self.log)
-        self.budget = OrderBudget(self.params.max_order_rate, self.params.order_burst)
+        self.budget = TokenBucket(self.params.max_order_rate, self.params.order_burst, self.clock)
 
     async def on_start(self) -> None:
         for symbol in self.instruments:
@@ -203,7 +184,7 @@ class QuoteManager(TradingAgent):
             target = None  # pull rather than keep a quote we could not replace
         action = plan_side(state.level, target, self.tolerance)
         working_id = state.client_order_id
-        if action in (Action.SUBMIT, Action.REPLACE) and not self.budget.take(now_ns):
+        if action in (Action.SUBMIT, Action.REPLACE) and not self.budget.take():
             self.stats.over_budget += 1  # keep the current quote; a later run requotes
             return
         if action is Action.SUBMIT and target is not None:

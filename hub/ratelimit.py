@@ -1,9 +1,11 @@
-"""Log a recurring problem once per interval, with how often it happened meanwhile."""
+"""Rate limits: a token bucket, and logging a recurring problem once per interval."""
 
 from __future__ import annotations
 
 import logging
 import time
+
+from hub.clock import Clock
 
 
 class RateLimitedLog:
@@ -30,3 +32,23 @@ class RateLimitedLog:
         if suppressed:
             message += f" (and {suppressed} more since the last report)"
         self._logger.log(level, message, *args, exc_info=exc_info)
+
+
+class TokenBucket:
+    """``rate_per_s`` tokens per second up to ``burst``; ``take()`` is False when empty."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
+        self._rate_per_ns = rate_per_s / 1e9
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._last_ns = clock.monotonic_ns()
+
+    def take(self) -> bool:
+        now_ns = self._clock.monotonic_ns()
+        self._tokens = min(self._burst, self._tokens + (now_ns - self._last_ns) * self._rate_per_ns)
+        self._last_ns = now_ns
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True

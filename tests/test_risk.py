@@ -9,7 +9,8 @@ import pytest
 from hub.clock import FakeClock
 from hub.errors import ConfigError
 from hub.execution.model import Order
-from hub.execution.risk import RiskChecks, RiskContext, RiskSettings, TokenBucket, check_tick
+from hub.execution.risk import RiskChecks, RiskContext, RiskSettings, check_tick
+from hub.ratelimit import TokenBucket
 from hub.settings import build
 from tests.execution_helpers import KEYS, sim_stack
 

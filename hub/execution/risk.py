@@ -23,6 +23,7 @@ from decimal import Decimal
 from hub.clock import Clock
 from hub.errors import ConfigError
 from hub.execution.model import ZERO, Order, fmt
+from hub.ratelimit import TokenBucket
 from hub.settings import option
 from hub.ticks import CENT, on_tick_grid, tick_size
 
@@ -70,26 +71,6 @@ class RiskContext:
     open_sell_qty: Decimal
     open_count: int  # account-wide
     touch: Touch | None
-
-
-class TokenBucket:
-    """``rate_per_s`` tokens per second up to ``burst``; ``take()`` is False when empty."""
-
-    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
-        self._rate_per_ns = rate_per_s / 1e9
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._clock = clock
-        self._last_ns = clock.monotonic_ns()
-
-    def take(self) -> bool:
-        now_ns = self._clock.monotonic_ns()
-        self._tokens = min(self._burst, self._tokens + (now_ns - self._last_ns) * self._rate_per_ns)
-        self._last_ns = now_ns
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 def check_tick(price: Decimal) -> str | None:

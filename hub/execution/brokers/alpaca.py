@@ -31,9 +31,8 @@ from hub.clock import SystemClock
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.model import PENDING_CANCEL, REJECTED, REPLACED, TERMINAL, ZERO, Order, Position
-from hub.execution.risk import TokenBucket
 from hub.execution.store import Fill, OrderStore
-from hub.ratelimit import RateLimitedLog
+from hub.ratelimit import RateLimitedLog, TokenBucket
 
 with warnings.catch_warnings():  # alpaca-py 0.44's trading package imports websockets.legacy
     warnings.simplefilter("ignore", DeprecationWarning)
