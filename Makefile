@@ -36,8 +36,9 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
+# The outer limit is a last resort against a hang outside any test (the suite takes ~3 min).
 unit: setup
-	$(VENV)/bin/pytest
+	timeout --kill-after=30 1200 $(VENV)/bin/pytest
 
 test: lint typecheck unit
 

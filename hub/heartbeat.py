@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_NS = 1_000_000_000
 HEARTBEAT_TTL_MS = 5_000
 
+# The claim writes every field and the TTL in one step: a reader never sees a
+# half-written heartbeat, and a process killed mid-claim cannot leave a hash
+# without a TTL that would refuse every later start.
+_CLAIM_LUA = """
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -49,14 +59,15 @@ class Heartbeat:
         self._interval_ns = interval_ns
         self._ttl_ms = ttl_ms
         self.instance = uuid.uuid4().hex
-        self._identity = {"instance": self.instance, "pid": os.getpid(), "host": socket.gethostname(),
-                          "started_ns": clock.time_ns()}
+        self._claim_script = client.register_script(_CLAIM_LUA)
+        self._identity: dict[str, str | int | float] = {
+            "instance": self.instance, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_ns": clock.time_ns()}
 
     async def claim(self) -> None:
         """Take the name, or raise DuplicateInstanceError if a live process holds it."""
         for _ in range(2):
-            if await self._client.hsetnx(self.key, "instance", self.instance):
-                await self.beat()
+            if await self._claim_script(keys=[self.key], args=[self._ttl_ms, *self._flat_fields()]):
                 return
             holder = await self._client.hgetall(self.key)
             if not self._is_stale(holder):
@@ -67,8 +78,13 @@ class Heartbeat:
             await self._client.delete(self.key)
         raise DuplicateInstanceError(f"'{self.key}' is being claimed by another process at the same time")
 
+    def _flat_fields(self) -> list[str | int | float]:
+        """identity first, so ``instance`` is the first pair the claim script sets."""
+        mapping = {**self._identity, **self._fields()}
+        return [item for pair in mapping.items() for item in pair]
+
     def _is_stale(self, holder: Mapping[str, str]) -> bool:
-        if "pid" not in holder:  # claimed a moment ago by someone still writing it
+        if "pid" not in holder:  # written by something other than a Heartbeat: never ours to delete
             return False
         same_host = holder.get("host") == socket.gethostname()
         return same_host and not _pid_alive(int(holder["pid"]))

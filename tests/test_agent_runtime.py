@@ -146,18 +146,22 @@ async def test_heartbeat_is_readable_expiring_and_released(redis_url: str, aredi
     runtime = AgentRuntime(agent, client=client, raw_client=raw, keys=KEYS)
     stop = asyncio.Event()
     task = asyncio.create_task(runtime.run(stop))
-    fields = await eventually_async(lambda: aredis.hgetall(KEYS.agent("collector")), message="heartbeat")
-    assert fields["instruments"] == "AAPL,MSFT" and fields["throttle"] == "250ms"
-    assert {"pid", "host", "started_ns", "runs", "errors", "last_run_ns", "conflated", "lag_ms"} <= set(fields)
-    assert 0 < await aredis.pttl(KEYS.agent("collector")) <= 5_000
-    # demand is announced just after the heartbeat is claimed
-    await eventually_async(lambda: _equals_async(aredis.smembers(KEYS.wanted_symbols()), {"AAPL", "MSFT"}),
-                           message="demand announced")
-    stop.set()
-    await task
+    try:
+        # the first state a reader can see is the whole heartbeat, with its TTL
+        fields = await eventually_async(lambda: aredis.hgetall(KEYS.agent("collector")), interval_s=0.001,
+                                        message="heartbeat")
+        assert fields["instruments"] == "AAPL,MSFT" and fields["throttle"] == "250ms"
+        assert {"pid", "host", "started_ns", "runs", "errors", "last_run_ns", "conflated", "lag_ms"} <= set(fields)
+        assert 0 < await aredis.pttl(KEYS.agent("collector")) <= 5_000
+        # demand is announced just after the heartbeat is claimed
+        await eventually_async(lambda: _equals_async(aredis.smembers(KEYS.wanted_symbols()), {"AAPL", "MSFT"}),
+                               message="demand announced")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await client.aclose()
+        await raw.aclose()
     assert not await aredis.exists(KEYS.agent("collector"))
-    await client.aclose()
-    await raw.aclose()
 
 
 async def test_agent_driven_by_cache_changes(start_agent: Runner, redis_url: str) -> None:
