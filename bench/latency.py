@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from bench.procs import Procs, QuoteCounter, rss_kb, wait_for, wait_subscribers
+from bench.procs import Procs, QuoteCounter, publish_calls, rss_kb, wait_for, wait_publishing, wait_subscribers
 from bench.server import flush
 from bench.workload import percentiles, symbols
 
@@ -43,8 +43,9 @@ def project_run(url: str, rate: float, duration_s: float, agents: int = 1, cache
         counter = QuoteCounter(url, CHANNELS)
         started = [procs.agent(f"bench{i}", SYMBOLS, cache_write=cache_write) for i in range(agents)]
         wait_subscribers(url, CHANNELS, agents + 1)
+        calls_before = publish_calls(url)
         hub = procs.hub(SYMBOLS, rate)
-        wait_for(lambda: client.exists("tf:hub:bench"), "the hub's heartbeat")
+        wait_publishing(url, calls_before, "the hub to publish")
         time.sleep(duration_s)
         procs.stop(hub)
         published = counter.count
@@ -79,7 +80,9 @@ def baseline_run(url: str, kind: str, rate: float, duration_s: float, subscriber
             subs.append((procs.start("-m", "bench.peers", f"{kind}-sub", url, ",".join(SYMBOLS), str(out), *extra),
                          out))
         wait_subscribers(url, CHANNELS, subscribers)
+        calls_before = publish_calls(url)
         pub = procs.start("-m", "bench.peers", f"{kind}-pub", url, str(rate), ",".join(SYMBOLS))
+        wait_publishing(url, calls_before, f"the {kind} publisher to publish")
         time.sleep(duration_s)
         procs.stop(pub)
         time.sleep(0.2)

@@ -82,6 +82,21 @@ def wait_subscribers(url: str, channels: list[str], count: int) -> None:
     client.close()
 
 
+def publish_calls(url: str) -> int:
+    """How many PUBLISH commands the server has run: tells when a publisher has really started."""
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+    finally:
+        client.close()
+
+
+def wait_publishing(url: str, calls_before: int, what: str) -> None:
+    """Wait until a publisher started after ``calls_before`` was read is publishing, so a short
+    measurement window is not spent on its interpreter start-up (seconds on a loaded machine)."""
+    wait_for(lambda: publish_calls(url) > calls_before, what)
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
