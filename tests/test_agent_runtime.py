@@ -29,20 +29,21 @@ def quote(bid: float, symbol: str = "AAPL", ts_ns: int = 1) -> Quote:
 
 
 class Collector(TradingAgent):
-    """Records what it was run on; can be slow or fail on demand."""
+    """Records what it was run on; can block until a gate opens, or fail on demand."""
 
-    def __init__(self, config: dict[str, Any], delay_s: float = 0.0, fail_on: float | None = None) -> None:
+    def __init__(self, config: dict[str, Any], gate: asyncio.Event | None = None,
+                 fail_on: float | None = None) -> None:
         super().__init__(config, DataCache())
         self.seen: list[Event] = []
-        self.delay_s = delay_s
+        self.gate = gate
         self.fail_on = fail_on
 
     async def run(self, data: Event) -> None:
         self.seen.append(data)
         if isinstance(data, Quote) and data.bid == self.fail_on:
             raise ValueError("boom")
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        if self.gate is not None:
+            await self.gate.wait()
 
 
 Runner = Callable[[TradingAgent], Awaitable[AgentRuntime]]
@@ -109,16 +110,18 @@ async def test_exception_in_run_is_counted_not_fatal(start_agent: Runner, aredis
 
 
 async def test_slow_run_never_stops_the_reader(start_agent: Runner, aredis: aioredis.Redis) -> None:
-    agent = Collector({"instruments": ["AAPL"], "throttle": "0s"}, delay_s=1.0)
+    gate = asyncio.Event()
+    agent = Collector({"instruments": ["AAPL"], "throttle": "0s"}, gate=gate)
     runtime = await start_agent(agent)
     for i in range(2_000):
         await aredis.publish(KEYS.quote_channel("AAPL"), encode_quotes([quote(1.0 + i)]))
-    # the reader took all of them while run() was asleep on the first
+    # the reader takes all of them while run() is blocked on the first
     await eventually_async(lambda: _equals(runtime.stats.received, 2_000), message="all received")
+    await eventually_async(lambda: _equals(len(agent.seen), 1), message="the first run, still blocked")
+    gate.set()
+    await eventually_async(lambda: _equals(agent.seen[-1].bid, 2_000.0), message="trailing run on the newest quote")
     assert len(agent.seen) <= 2
-    await eventually_async(lambda: _equals(agent.seen[-1].bid if agent.seen else 0, 2_000.0), timeout_s=5,
-                           message="trailing run on the newest quote")
-    assert runtime.stats.conflated >= 1_997
+    assert runtime.stats.conflated >= 1_998
 
 
 async def _equals(a: object, b: object) -> bool:
