@@ -13,17 +13,8 @@ from hub.connection import redis_client
 from hub.errors import RedisUnavailableError
 from hub.keys import Keys
 from hub.publisher import Publisher
-from hub.resp import Address, RespConnection, RespError, Subscription, _Incomplete, _Protocol, command, parse
+from hub.resp import Address, RespConnection, RespError, Subscription, _Protocol, command
 from tests.helpers import eventually_async
-
-
-def test_parse_values_and_incomplete_buffers() -> None:
-    frame = b"*4\r\n$3\r\nabc\r\n:42\r\n$-1\r\n-ERR nope\r\n"
-    value, end = parse(frame, 0)
-    assert value[:3] == [b"abc", 42, None] and isinstance(value[3], RespError) and end == len(frame)
-    for cut in range(len(frame)):
-        with pytest.raises(_Incomplete):
-            parse(frame[:cut], 0)
 
 
 async def test_messages_split_at_every_byte_are_delivered_once_and_whole() -> None:
