@@ -26,7 +26,7 @@ from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
 from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
 from hub.clock import Clock, SystemClock
-from hub.codec import Quote, decode_cache_change, decode_latest_quote, quote_from_hash
+from hub.codec import Quote, decode_cache_change, decode_latest_row, quote_from_hash
 from hub.errors import DecodeError, RedisUnavailableError
 from hub.heartbeat import Heartbeat
 from hub.keys import Keys
@@ -54,7 +54,7 @@ class AgentRuntime:
         self._raw_client = raw_client
         self._keys = keys
         self._clock = clock or SystemClock()
-        self._slots = {symbol: Slot(self.stats) for symbol in self.settings.instruments}
+        self._slots = {symbol: Slot(self.stats, symbol) for symbol in self.settings.instruments}
         self._handlers = self._build_handlers()
         self._bad_input = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.input"))
         self._run_errors = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.run"))
@@ -80,11 +80,11 @@ class AgentRuntime:
         stats = self.stats
 
         def handle(raw: bytes) -> None:
-            quote, count = decode_latest_quote(raw)
-            if quote.symbol != symbol:
-                raise DecodeError(f"message for {quote.symbol} on the {symbol} channel", raw)
+            sent_for, row, count = decode_latest_row(raw)
+            if sent_for != symbol:
+                raise DecodeError(f"message for {sent_for} on the {symbol} channel", raw)
             stats.received += count
-            slot.offer(quote, count - 1)
+            slot.offer_quote_row(row, count - 1)
 
         return handle
 

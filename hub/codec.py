@@ -21,7 +21,6 @@ Plain ``msgpack.unpackb(raw)`` decodes every message; nothing here is private.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ class Trade:
 
 
 _pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
-_unpackb = functools.partial(msgpack.unpackb, use_list=True, raw=False)
+_unpackb = msgpack.unpackb  # arrays as lists, str as str: the defaults
 
 
 def encode_quote_rows(symbol: str, rows: list[QuoteRow]) -> bytes:
@@ -119,10 +118,10 @@ def encode_trade_rows(symbol: str, rows: list[tuple[int, int, float, float]]) ->
     return _pack((WIRE_VERSION, symbol, rows))
 
 
-def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
-    """Split a wire message into (symbol, rows); rows are not validated yet."""
+def _envelope(raw: bytes) -> tuple[str, list[Any]]:
+    """Split a wire message into (symbol, rows); the rows are not looked at."""
     try:
-        message = msgpack.unpackb(raw, use_list=True, raw=False)
+        message = _unpackb(raw)
     except Exception as e:  # msgpack raises several unrelated types for bad input
         raise DecodeError(f"not msgpack: {type(e).__name__}", raw) from e
     if not isinstance(message, list) or len(message) != 3:
@@ -132,9 +131,19 @@ def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
         raise DecodeError(f"unsupported wire version {version!r}", raw)
     if not isinstance(symbol, str) or not isinstance(rows, list) or not rows:
         raise DecodeError("symbol must be a string and rows a non-empty list", raw)
+    return symbol, rows
+
+
+def _check_row_shape(row: Any, row_len: int, raw: bytes) -> None:
+    if not isinstance(row, list) or len(row) != row_len:
+        raise DecodeError(f"each row must be a list of {row_len} values", raw)
+
+
+def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
+    """Split a wire message into (symbol, rows); every row's shape is checked, not its values."""
+    symbol, rows = _envelope(raw)
     for row in rows:
-        if not isinstance(row, list) or len(row) != row_len:
-            raise DecodeError(f"each row must be a list of {row_len} values", raw)
+        _check_row_shape(row, row_len, raw)
     return symbol, rows
 
 
@@ -153,14 +162,22 @@ def _timestamp(value: Any, name: str, raw: bytes) -> int:
     return value
 
 
+def _is_clean(row: list[Any]) -> bool:
+    """A six-value row exactly as the hub writes it (float prices and sizes, int ns), valid.
+
+    One chained test instead of a call per field; NaN fails every comparison,
+    so ``0.0 <= x < inf`` is "finite and >= 0".
+    """
+    ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
+    return (type(bid) is float and type(ask) is float and type(bid_size) is float and type(ask_size) is float
+            and 0.0 <= bid < _INF and 0.0 <= ask < _INF and 0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF
+            and type(ts_event_ns) is int and type(ts_recv_ns) is int and ts_event_ns >= 0 and ts_recv_ns >= 0)
+
+
 def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
     """Validate one decoded row. NaN, negative or non-numeric fields raise DecodeError."""
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
-    # Fast path for what the hub writes (floats and ints): one chained test instead of six calls.
-    # NaN fails every comparison, so ``0.0 <= x < inf`` is "finite and >= 0".
-    if (type(bid) is float and type(ask) is float and type(bid_size) is float and type(ask_size) is float
-            and 0.0 <= bid < _INF and 0.0 <= ask < _INF and 0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF
-            and type(ts_event_ns) is int and type(ts_recv_ns) is int and ts_event_ns >= 0 and ts_recv_ns >= 0):
+    if _is_clean(row):
         return Quote(symbol, bid, bid_size, ask, ask_size, ts_event_ns, ts_recv_ns)
     return Quote(
         symbol=symbol,
@@ -173,12 +190,12 @@ def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
     )
 
 
-def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
-    """The newest quote in a message, and how many quotes the message held.
+def decode_latest_row(raw: bytes) -> tuple[str, list[Any], int]:
+    """The symbol, the newest quote row (validated) and how many quotes the message held.
 
-    Agents conflate to the latest quote, so only the last row is validated and
-    turned into an object; the rest are counted (their shape is checked).
-    This is every agent's per-message cost, hence the inlined checks.
+    This is every agent's per-message cost. Agents conflate to the newest quote,
+    so only the last row is checked; the older ones are counted, never used.
+    The row becomes a Quote (``quote_from_valid_row``) only if it is run.
     """
     try:
         message = _unpackb(raw)
@@ -187,13 +204,25 @@ def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
     if type(message) is list and len(message) == 3:
         version, symbol, rows = message
         if version == WIRE_VERSION and type(symbol) is str and type(rows) is list and rows:
-            for row in rows:
-                if type(row) is not list or len(row) != QUOTE_ROW_LEN:
-                    break
-            else:
-                return quote_from_row(symbol, rows[-1], raw), len(rows)
-    symbol, rows = decode_rows(raw, QUOTE_ROW_LEN)  # not well formed: raises the precise DecodeError
-    return quote_from_row(symbol, rows[-1], raw), len(rows)
+            row = rows[-1]
+            if type(row) is list and len(row) == QUOTE_ROW_LEN and _is_clean(row):
+                return symbol, row, len(rows)
+    # anything else: accept integer prices and sizes, or raise the precise DecodeError
+    symbol, rows = _envelope(raw)
+    _check_row_shape(rows[-1], QUOTE_ROW_LEN, raw)
+    return symbol, list(quote_from_row(symbol, rows[-1], raw).to_row()), len(rows)
+
+
+def quote_from_valid_row(symbol: str, row: list[Any]) -> Quote:
+    """A Quote from a row ``decode_latest_row`` returned."""
+    ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
+    return Quote(symbol, bid, bid_size, ask, ask_size, ts_event_ns, ts_recv_ns)
+
+
+def decode_latest_quote(raw: bytes) -> tuple[Quote, int]:
+    """The newest quote in a message, and how many quotes the message held."""
+    symbol, row, count = decode_latest_row(raw)
+    return quote_from_valid_row(symbol, row), count
 
 
 def decode_quotes(raw: bytes) -> list[Quote]:

@@ -11,11 +11,13 @@ from hub.codec import (
     Quote,
     decode_cache_change,
     decode_latest_quote,
+    decode_latest_row,
     decode_quotes,
     encode_cache_change,
     encode_quote_rows,
     encode_quotes,
     quote_from_hash,
+    quote_from_valid_row,
     quote_to_hash,
 )
 from hub.errors import DecodeError
@@ -92,3 +94,12 @@ def test_cache_change_round_trip_and_garbage() -> None:
     assert decode_cache_change(encode_cache_change("AAPL", ["fair_price"], 5)) == ("AAPL", ["fair_price"], 5)
     with pytest.raises(DecodeError):
         decode_cache_change(b"junk")
+
+
+def test_latest_row_checks_only_the_row_agents_use() -> None:
+    # older rows are counted, never used, so their shape is not what decides; the newest row is
+    symbol, row, count = decode_latest_row(msgpack.packb([1, "AAPL", [[1, 2], [3, 4, 10, 100, 10.5, 200]]]))
+    assert (symbol, count) == ("AAPL", 2)
+    assert quote_from_valid_row(symbol, row) == Quote("AAPL", 10.0, 100.0, 10.5, 200.0, 3, 4)
+    with pytest.raises(DecodeError):
+        decode_latest_row(msgpack.packb([1, "AAPL", [[3, 4, 10.0, 100.0, 10.5, 200.0], [1, 2]]]))

@@ -62,7 +62,7 @@ async def tasks() -> AsyncIterator[list[asyncio.Task[None]]]:
 
 
 async def test_first_event_runs_immediately(clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slot, rec = Slot(stats), Recorder(clock)
+    slot, rec = Slot(stats, "AAPL"), Recorder(clock)
     tasks.append(await start(event_driven_loop(slot, 500 * MS, clock, rec)))
     slot.offer(quote(1.0))
     await settle()
@@ -71,7 +71,7 @@ async def test_first_event_runs_immediately(clock: FakeClock, stats: AgentStats,
 
 async def test_burst_is_conflated_to_latest_and_run_on_trailing_edge(
         clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slot, rec = Slot(stats), Recorder(clock)
+    slot, rec = Slot(stats, "AAPL"), Recorder(clock)
     tasks.append(await start(event_driven_loop(slot, 500 * MS, clock, rec)))
     slot.offer(quote(1.0))
     await settle()
@@ -87,7 +87,7 @@ async def test_burst_is_conflated_to_latest_and_run_on_trailing_edge(
 
 
 async def test_runs_never_closer_than_throttle(clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slot, rec = Slot(stats), Recorder(clock)
+    slot, rec = Slot(stats, "AAPL"), Recorder(clock)
     tasks.append(await start(event_driven_loop(slot, 250 * MS, clock, rec)))
     for i in range(100):
         slot.offer(quote(float(i + 1)))
@@ -100,7 +100,7 @@ async def test_runs_never_closer_than_throttle(clock: FakeClock, stats: AgentSta
 
 
 async def test_event_during_slow_run_is_run_after_it(clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slot, rec = Slot(stats), Recorder(clock, run_ms=800)
+    slot, rec = Slot(stats, "AAPL"), Recorder(clock, run_ms=800)
     tasks.append(await start(event_driven_loop(slot, 500 * MS, clock, rec)))
     slot.offer(quote(1.0))
     await settle()
@@ -115,7 +115,7 @@ async def test_event_during_slow_run_is_run_after_it(clock: FakeClock, stats: Ag
 
 
 async def test_quiet_instrument_does_not_run(clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slot, rec = Slot(stats), Recorder(clock)
+    slot, rec = Slot(stats, "AAPL"), Recorder(clock)
     tasks.append(await start(event_driven_loop(slot, 100 * MS, clock, rec)))
     await clock.advance(5_000 * MS)
     assert rec.calls == []
@@ -150,7 +150,7 @@ async def test_periodic_overrun_skips_ticks_instead_of_bunching(
 
 async def test_periodic_passes_latest_quote_per_instrument(
         clock: FakeClock, stats: AgentStats, tasks: list) -> None:
-    slots = {"AAPL": Slot(stats), "MSFT": Slot(stats)}
+    slots = {"AAPL": Slot(stats, "AAPL"), "MSFT": Slot(stats, "MSFT")}
     rec = Recorder(clock)
     tasks.append(await start(periodic_loop(100 * MS, clock, slots, stats, rec)))
     slots["AAPL"].offer(quote(1.0))
@@ -160,3 +160,16 @@ async def test_periodic_passes_latest_quote_per_instrument(
     assert events[0] == quote(2.0)
     assert isinstance(events[1], Tick) and events[1].symbol == "MSFT"
     assert stats.conflated == 1
+
+
+def test_quote_rows_conflate_and_become_a_quote_only_when_taken(stats: AgentStats) -> None:
+    slot = Slot(stats, "AAPL")
+    slot.offer_quote_row([1, 2, 10.0, 100.0, 10.01, 200.0], superseded=4)  # a message of five quotes
+    slot.offer_quote_row([3, 4, 10.02, 100.0, 10.03, 200.0])
+    assert stats.conflated == 5 and slot.pending
+    assert slot.take() == Quote("AAPL", 10.02, 100.0, 10.03, 200.0, 3, 4)
+    assert not slot.pending
+    slot.offer_quote_row([5, 6, 10.04, 100.0, 10.05, 200.0])
+    slot.offer(quote(11.0))  # a later event object replaces the pending row
+    assert slot.take() == quote(11.0)
+    assert slot.take() == quote(11.0)  # periodic agents see the last event again
