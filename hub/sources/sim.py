@@ -23,7 +23,10 @@ from hub.publisher import Publisher
 from hub.settings import option
 
 SECONDS_PER_YEAR = 252 * 6.5 * 3600
-STEP_NS = 2_000_000  # how often the generator wakes; quotes due meanwhile are emitted together
+#: The generator wakes at most this often; quotes due meanwhile are emitted together with one
+#: receive stamp, so the step is also the sim's added latency (1 ms, like the bench's baseline publishers).
+STEP_NS = 1_000_000
+MAX_IDLE_NS = 50_000_000
 #: After a stall (a paused process, a busy core) at most this much backlog is caught up; the rest is skipped.
 MAX_CATCH_UP_NS = 100_000_000
 MAX_BURST = 2_000  # most quotes emitted without yielding, so the publisher keeps flushing at any rate
@@ -121,17 +124,23 @@ class SimSource:
 
     async def run(self, publisher: Publisher, stop: asyncio.Event) -> None:
         started_ns = time.monotonic_ns()
+        ns_per_quote = 1e9 / self._rate
         while not stop.is_set():
             due = 0
             if self.market.symbols:
-                due = int((time.monotonic_ns() - started_ns) * self._rate / 1e9) - self.emitted
+                due = int((time.monotonic_ns() - started_ns) / ns_per_quote) - self.emitted
                 if due > self._rate:  # over a second behind: beyond capacity, give the backlog up
                     self.emitted += due - MAX_BURST
                     self.shortfall += due - MAX_BURST
                     due = MAX_BURST
                 self._emit(publisher, min(due, MAX_BURST))
-            # still behind: yield (the publisher must run) but do not sleep
-            await asyncio.sleep(0 if due > MAX_BURST else STEP_NS / 1e9)
+            if due > MAX_BURST:  # still behind: yield (the publisher must run) but do not sleep
+                await asyncio.sleep(0)
+                continue
+            # at low rates sleep until the next quote is due instead of waking every step for nothing
+            # (capped, so a stop or a new symbol is seen promptly)
+            next_due_ns = started_ns + (self.emitted + 1) * ns_per_quote
+            await asyncio.sleep(min(max(STEP_NS, next_due_ns - time.monotonic_ns()), MAX_IDLE_NS) / 1e9)
 
     def _emit(self, publisher: Publisher, count: int) -> None:
         now_ns = time.time_ns()
