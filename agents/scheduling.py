@@ -58,16 +58,14 @@ class Slot:
 
     def offer(self, event: Event, superseded: int = 0) -> None:
         """Replace the pending event; ``superseded`` counts events folded in before this one."""
-        if self.pending:
-            superseded += 1
-        self.stats.conflated += superseded
         self.latest = event
-        self._row = None
-        self.pending = True
-        self.wake.set()
+        self._replace_pending(None, superseded)
 
     def offer_quote_row(self, row: list[Any], superseded: int = 0) -> None:
         """``offer`` for a row that ``hub.codec.decode_latest_row`` returned for this slot's symbol."""
+        self._replace_pending(row, superseded)
+
+    def _replace_pending(self, row: list[Any] | None, superseded: int) -> None:
         if self.pending:
             superseded += 1
         self.stats.conflated += superseded

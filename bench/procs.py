@@ -82,11 +82,15 @@ def wait_subscribers(url: str, channels: list[str], count: int) -> None:
     client.close()
 
 
+def _publish_count(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+
+
 def publish_calls(url: str) -> int:
     """How many PUBLISH commands the server has run: tells when a publisher has really started."""
     client = redis.Redis.from_url(url)
     try:
-        return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+        return _publish_count(client)
     finally:
         client.close()
 
@@ -94,7 +98,11 @@ def publish_calls(url: str) -> int:
 def wait_publishing(url: str, calls_before: int, what: str) -> None:
     """Wait until a publisher started after ``calls_before`` was read is publishing, so a short
     measurement window is not spent on its interpreter start-up (seconds on a loaded machine)."""
-    wait_for(lambda: publish_calls(url) > calls_before, what)
+    client = redis.Redis.from_url(url)
+    try:
+        wait_for(lambda: _publish_count(client) > calls_before, what)
+    finally:
+        client.close()
 
 
 def rss_kb(pid: int) -> int:

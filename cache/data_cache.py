@@ -7,7 +7,7 @@
 
 Values are plain text (floats in shortest round-trip form), so
 ``redis-cli HGET tf:cache:AAPL fair_price`` reads them directly. A multi-field
-update is one MULTI/EXEC that also publishes the changed field names on
+update is one atomic EVAL that also publishes the changed field names on
 ``tf:cache:changed:AAPL``, so agents can be driven by cache changes.
 """
 

@@ -176,9 +176,9 @@ def _is_clean(row: list[Any]) -> bool:
 
 def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
     """Validate one decoded row. NaN, negative or non-numeric fields raise DecodeError."""
-    ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
     if _is_clean(row):
-        return Quote(symbol, bid, bid_size, ask, ask_size, ts_event_ns, ts_recv_ns)
+        return quote_from_valid_row(symbol, row)
+    ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
     return Quote(
         symbol=symbol,
         bid=_number(bid, "bid", raw),

@@ -78,10 +78,12 @@ class Heartbeat:
             await self._client.delete(self.key)
         raise DuplicateInstanceError(f"'{self.key}' is being claimed by another process at the same time")
 
+    def _mapping(self) -> dict[str, str | int | float]:
+        """Identity first, so ``instance`` is the first pair the claim script sets."""
+        return {**self._identity, **self._fields()}
+
     def _flat_fields(self) -> list[str | int | float]:
-        """identity first, so ``instance`` is the first pair the claim script sets."""
-        mapping = {**self._identity, **self._fields()}
-        return [item for pair in mapping.items() for item in pair]
+        return [item for pair in self._mapping().items() for item in pair]
 
     def _is_stale(self, holder: Mapping[str, str]) -> bool:
         if "pid" not in holder:  # written by something other than a Heartbeat: never ours to delete
@@ -90,9 +92,8 @@ class Heartbeat:
         return same_host and not _pid_alive(int(holder["pid"]))
 
     async def beat(self) -> None:
-        mapping = {**self._identity, **self._fields()}
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key, mapping=mapping)
+            pipe.hset(self.key, mapping=self._mapping())
             pipe.pexpire(self.key, self._ttl_ms)
             await pipe.execute()
 
