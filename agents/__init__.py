@@ -13,7 +13,7 @@ _EXPORTS = {
     "TradingAgent": "agents.base",
     "CacheUpdate": "agents.events",
     "Tick": "agents.events",
-    "Quote": "hub.codec",
+    "Quote": "core.codec",
     "Spotter": "agents.spotter",
     "SpreadCalculator": "agents.spread_calculator",
     "Volatility": "agents.volatility",

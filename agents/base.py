@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from agents.config import AgentSettings, NoParams, split_config
 from agents.events import Event
 from cache import DataCache
-from hub.errors import ConfigError
+from core.errors import ConfigError
 
 _SETTING_KWARGS = ("agent_type", "name", "instruments", "throttle", "on_quotes", "on_cache")
 
@@ -27,10 +27,10 @@ class TradingAgent:
     ``config`` is the seed's dict: ``instruments``, ``throttle`` (``'500ms'``)
     and ``agent_type`` (``'event_driven'`` or ``'periodic'``), plus the
     settings of the subclass's ``Params`` dataclass. Unknown keys raise
-    :class:`~hub.errors.ConfigError`.
+    :class:`~core.errors.ConfigError`.
     """
 
-    #: Frozen dataclass of the agent's own settings (fields made with hub.settings.option).
+    #: Frozen dataclass of the agent's own settings (fields made with core.settings.option).
     Params: ClassVar[type] = NoParams
     #: Config values a subclass uses unless the user overrides them.
     defaults: ClassVar[Mapping[str, Any]] = {}

@@ -9,10 +9,10 @@ from agents.base import TradingAgent
 from agents.config import AgentSettings
 from agents.serve import serve_agents
 from cache import DataCache
-from hub.connection import ProcessSettings
-from hub.errors import ConfigError
-from hub.process import config_failure, run_process
-from hub.settings import build, gather, option_specs, pick
+from core.connection import ProcessSettings
+from core.errors import ConfigError
+from core.process import config_failure, run_process
+from core.settings import build, gather, option_specs, pick
 
 
 def agent_main(agent_cls: type[TradingAgent], argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from hub.errors import ConfigError
-from hub.settings import build, option, option_specs
+from core.errors import ConfigError
+from core.settings import build, option, option_specs
 
 AgentType = Literal["event_driven", "periodic"]
 

@@ -37,11 +37,11 @@ from agents.greeks import (
 from agents.option_greeks import AlpacaOptionDeltas
 from agents.pricing import round_through, to_decimal
 from cache import DataCache
-from hub.clock import Clock, SystemClock
-from hub.codec import quote_from_hash
-from hub.errors import ConfigError, DecodeError
-from hub.ratelimit import RateLimitedLog
-from hub.settings import option
+from core.clock import Clock, SystemClock
+from core.codec import quote_from_hash
+from core.errors import ConfigError, DecodeError
+from core.ratelimit import RateLimitedLog
+from core.settings import option
 
 REJECT_BACKOFF_NS = 1_000_000_000
 MAX_BACKOFF_NS = 30_000_000_000

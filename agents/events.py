@@ -1,11 +1,11 @@
-"""What ``run(data)`` receives besides a :class:`~hub.codec.Quote`."""
+"""What ``run(data)`` receives besides a :class:`~core.codec.Quote`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from hub.codec import Quote
+from core.codec import Quote
 
 
 @dataclass(frozen=True, slots=True)

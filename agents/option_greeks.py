@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from hub.ratelimit import RateLimitedLog
+from core.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from agents.events import Event
 from agents.greeks import parse_occ
 from agents.pricing import to_decimal
 from cache import DataCache
-from hub.codec import quote_from_hash
-from hub.errors import ConfigError, DecodeError
-from hub.keys import PORTFOLIO
-from hub.settings import option
+from core.codec import quote_from_hash
+from core.errors import ConfigError, DecodeError
+from core.keys import PORTFOLIO
+from core.settings import option
 
 ZERO = Decimal(0)
 

@@ -12,7 +12,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 from typing import Literal
 
-from hub.ticks import CENT, tick_size
+from core.ticks import CENT, tick_size
 
 Side = Literal["buy", "sell"]
 

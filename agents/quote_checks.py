@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from hub.codec import Quote
+from core.codec import Quote
 
 ONE_SIDED = "one_sided"
 CROSSED = "crossed"

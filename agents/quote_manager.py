@@ -31,10 +31,10 @@ from agents.cli import run_agent_module
 from agents.events import Event
 from agents.pricing import Action, Level, QuoteRules, Side, TargetQuotes, plan_side, target_quotes, to_decimal
 from cache import DataCache
-from hub.clock import Clock, SystemClock
-from hub.errors import ConfigError, OrderError
-from hub.ratelimit import RateLimitedLog, TokenBucket
-from hub.settings import option
+from core.clock import Clock, SystemClock
+from core.errors import ConfigError, OrderError
+from core.ratelimit import RateLimitedLog, TokenBucket
+from core.settings import option
 
 SIDES: tuple[Side, Side] = ("buy", "sell")
 MAX_BACKOFF_NS = 30_000_000_000

@@ -25,14 +25,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
 from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
-from hub.clock import Clock, SystemClock
-from hub.codec import Quote, decode_cache_change, decode_latest_row, quote_from_hash
-from hub.errors import DecodeError, RedisUnavailableError
-from hub.heartbeat import Heartbeat
-from hub.keys import Keys
-from hub.ratelimit import RateLimitedLog
-from hub.resp import Address, Subscription
-from hub.settings import format_duration_ns
+from core.clock import Clock, SystemClock
+from core.codec import Quote, decode_cache_change, decode_latest_row, quote_from_hash
+from core.errors import DecodeError, RedisUnavailableError
+from core.heartbeat import Heartbeat
+from core.keys import Keys
+from core.ratelimit import RateLimitedLog
+from core.resp import Address, Subscription
+from core.settings import format_duration_ns
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ class AgentRuntime:
     # the hot path ------------------------------------------------------------
 
     def _subscription(self) -> Subscription:
-        """The agent's own lean subscriber connection (hub.resp), configured like the raw client."""
+        """The agent's own lean subscriber connection (core.resp), configured like the raw client."""
         return Subscription(Address.from_client(self._raw_client))
 
     async def _read(self, pubsub: Subscription) -> None:

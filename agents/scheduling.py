@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.events import Event, Tick
-from hub.clock import Clock
-from hub.codec import quote_from_valid_row
+from core.clock import Clock
+from core.codec import quote_from_valid_row
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Slot:
         self._replace_pending(None, superseded)
 
     def offer_quote_row(self, row: list[Any], superseded: int = 0) -> None:
-        """``offer`` for a row that ``hub.codec.decode_latest_row`` returned for this slot's symbol."""
+        """``offer`` for a row that ``core.codec.decode_latest_row`` returned for this slot's symbol."""
         self._replace_pending(row, superseded)
 
     def _replace_pending(self, row: list[Any] | None, superseded: int) -> None:

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from agents.base import TradingAgent
 from agents.runtime import AgentRuntime, run_agents
 from agents.trading import TradingClient
-from hub.clock import Clock, SystemClock
-from hub.connection import ProcessSettings, redis_client, wait_for_redis
+from core.clock import Clock, SystemClock
+from core.connection import ProcessSettings, redis_client, wait_for_redis
 
 
 async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings, stop: asyncio.Event,

@@ -17,7 +17,7 @@ from agents.cli import run_agent_module
 from agents.events import Event
 from agents.quote_checks import has_sizes, unusable_reason
 from cache import DataCache
-from hub.codec import Quote
+from core.codec import Quote
 
 
 def micro_price(quote: Quote) -> float | None:

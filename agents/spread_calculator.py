@@ -18,9 +18,9 @@ from agents.cli import run_agent_module
 from agents.events import Event
 from agents.quote_checks import unusable_reason
 from cache import DataCache
-from hub.codec import Quote
-from hub.errors import ConfigError
-from hub.settings import option
+from core.codec import Quote
+from core.errors import ConfigError
+from core.settings import option
 
 
 class RollingMean:

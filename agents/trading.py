@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from hub.clock import Clock, SystemClock
-from hub.execution.intents import encode_intent
-from hub.execution.model import TERMINAL, Intent, Order, Position, to_decimal
-from hub.keys import Keys
+from core.clock import Clock, SystemClock
+from core.intents import encode_intent
+from core.keys import Keys
+from core.orders import TERMINAL, Intent, Order, Position, to_decimal
 
 __all__ = ["TERMINAL", "Order", "Position", "TradingClient"]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from agents.base import TradingAgent
 from agents.cli import run_agent_module
 from agents.events import Event
-from hub.codec import Quote
-from hub.settings import option
+from core.codec import Quote
+from core.settings import option
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,8 +35,8 @@ from bench.rawresp import RawSubscriber, RawWriter, command
 from bench.server import PUBSUB_LIMIT, set_pubsub_limit
 from bench.workload import QuoteTuple, make_quotes
 from cache import DataCache
-from hub.codec import encode_quote_rows
-from hub.connection import redis_client
+from core.codec import encode_quote_rows
+from core.connection import redis_client
 
 BATCH = 10
 

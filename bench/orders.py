@@ -1,6 +1,6 @@
 """Order path: intent -> gateway acknowledgement latency and intents/s, sim broker.
 
-Runs hub.execution.bench's measurements (a real ``python -m hub.execution``
+Runs bench.gateway's measurements (a real ``python -m hub.execution``
 gateway process, namespace ``bench``) against the bench's Redis. The baseline
 is the floor of any Redis-mediated round trip: a bare redis-py PING, measured
 sequentially in the same run (the gateway path is two hops: XADD to the
@@ -18,9 +18,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from bench import gateway as gateway_bench
 from bench.procs import REPO
 from bench.workload import percentiles
-from hub.execution import bench as gateway_bench
 
 
 async def _ping_ns(client: aioredis.Redis, samples: int) -> list[int]:

@@ -10,7 +10,7 @@ alpaca-py hands them over) and are sent by:
 - ``raw_1``: the minimal RESP writer, one quote per PUBLISH (the message-rate limit);
 - ``raw_1000``: the raw writer batching 1,000 quotes per write, about what the publisher's batches
   grow to while a flush is in flight at full speed (shows how much of the project's lead is batching);
-- ``project``: hub.publisher.Publisher fed through ``add_quote``;
+- ``project``: hub.marketdata.publisher.Publisher fed through ``add_quote``;
 - ``sim``: the sim source generating quotes live as fast as it can, through the Publisher;
 - ``alpaca``: the hub process with the alpaca source (alpaca-py) reading the local Alpaca-protocol
   server's blast mode, 100 quotes per frame.
@@ -32,11 +32,11 @@ from bench.procs import Procs, wait_for
 from bench.rawresp import RawWriter, command
 from bench.server import free_port
 from bench.workload import QuoteTuple, make_quotes
-from hub.codec import encode_quote_rows
-from hub.connection import redis_client
-from hub.keys import Keys
-from hub.publisher import Publisher
-from hub.sources.sim import SimSettings, SimSource
+from core.codec import encode_quote_rows
+from core.connection import redis_client
+from core.keys import Keys
+from hub.marketdata.publisher import Publisher
+from hub.marketdata.sources.sim import SimSettings, SimSource
 
 FRAME = 100
 HSET_FIELDS = b"".join(command(name, b"%s")[len(b"*2\r\n"):].replace(b"$2\r\n%s", b"$%d\r\n%s")

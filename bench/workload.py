@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from hub.sources.sim import SimMarket
+from hub.marketdata.sources.sim import SimMarket
 
 QuoteTuple = tuple[str, int, float, float, float, float]
 

@@ -21,16 +21,15 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from hub.clock import Clock, SystemClock
-from hub.codec import encode_cache_change
-from hub.connection import redis_client
-from hub.keys import DEFAULT_NAMESPACE, Keys
-from hub.resp import Address, RespConnection, command
-
-TS_SUFFIX = ":ts_ns"
+from core.clock import Clock, SystemClock
+from core.codec import encode_cache_change
+from core.connection import redis_client
+from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
+from core.keys import DEFAULT_NAMESPACE, Keys
+from core.resp import Address, RespConnection, command
 
 # One atomic command instead of a MULTI/HSET/PUBLISH/EXEC pipeline (a script runs
-# without interleaving), sent on the lean RESP connection of hub.resp: redis-py's
+# without interleaving), sent on the lean RESP connection of core.resp: redis-py's
 # per-command work was half of a cache-writing agent's CPU. ARGV[1] is the change
 # notice ('' = none); Redis caches the compiled script after the first EVAL.
 _UPDATE_LUA = b"""

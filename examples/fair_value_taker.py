@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 from agents import Quote, TradingAgent
 from agents.cli import run_agent_module
 from agents.pricing import round_through, to_decimal
-from hub.errors import ConfigError
-from hub.settings import option
+from core.errors import ConfigError
+from core.settings import option
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,8 +40,8 @@ import redis.asyncio as aioredis
 
 from agents import DeltaHedger, PnL, QuoteManager, Spotter, SpreadCalculator, Volatility
 from cache import DataCache
+from core.keys import PORTFOLIO, Keys
 from hub import TradingHub
-from hub.keys import PORTFOLIO, Keys
 
 SYMBOLS = ["AAPL", "MSFT"]
 KEYS = Keys()

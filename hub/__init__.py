@@ -1,11 +1,16 @@
-"""The hub: market data onto Redis, and the in-process TradingHub of the seed API."""
+"""The processes: market data (``python -m hub``), execution (``python -m hub.execution``),
+the operator tools (``hub.status``, ``hub.history``) and the in-process TradingHub facade.
+
+``from hub import TradingHub`` keeps the seed's API; names are imported lazily so that
+``python -m hub`` does not pull in the agents.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-_EXPORTS = {"TradingHub": "hub.trading_hub", "Keys": "hub.keys", "Quote": "hub.codec"}
+_EXPORTS = {"TradingHub": "hub.trading_hub", "Keys": "core.keys", "Quote": "core.codec"}
 
 __all__ = sorted(_EXPORTS)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from hub.app import hub_config, run_hub, settings_classes
-from hub.errors import ConfigError
-from hub.process import config_failure, run_process
-from hub.settings import gather
+from core.errors import ConfigError
+from core.process import config_failure, run_process
+from core.settings import gather
+from hub.marketdata.app import hub_config, run_hub, settings_classes
 
 PROG = "python -m hub"
 

@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import msgpack
 
-from hub.errors import AuthenticationError, ConfigError, SourceError
-from hub.exitcodes import ExitCode
-from hub.process import config_failure, configure_logging, report_failure
-from hub.recording import FORMAT, QUOTE_RECORD, VERSION
-from hub.settings import build, format_duration_ns, gather, option
+from core.errors import AuthenticationError, ConfigError, SourceError
+from core.exitcodes import ExitCode
+from core.process import config_failure, configure_logging, report_failure
+from core.settings import build, format_duration_ns, gather, option
+from hub.marketdata.recording import FORMAT, QUOTE_RECORD, VERSION
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # alpaca-py imports websockets.legacy

@@ -17,12 +17,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from cache.data_cache import TS_SUFFIX
-from hub.connection import ProcessSettings, redis_client, wait_for_redis
-from hub.errors import ConfigError
-from hub.keys import Keys
-from hub.process import config_failure, run_process
-from hub.settings import build, gather, option, pick
+from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.errors import ConfigError
+from core.keys import CACHE_TS_SUFFIX, Keys
+from core.process import config_failure, run_process
+from core.settings import build, gather, option, pick
 
 PROG = "python -m hub.status"
 
@@ -85,8 +84,8 @@ def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
     market = []
     for symbol in symbols:
         quote, cache = state["quotes"].get(symbol, {}), state["cache"].get(symbol, {})
-        derived = " ".join(f"{k}={_short(v)}({_age(cache.get(k + TS_SUFFIX), now_ns)})"
-                           for k, v in sorted(cache.items()) if not k.endswith(TS_SUFFIX))
+        derived = " ".join(f"{k}={_short(v)}({_age(cache.get(k + CACHE_TS_SUFFIX), now_ns)})"
+                           for k, v in sorted(cache.items()) if not k.endswith(CACHE_TS_SUFFIX))
         market.append((symbol, quote.get("bid", "-"), quote.get("ask", "-"), _age(quote.get("ts_ns"), now_ns), derived))
     return "\n".join([
         _table("HUBS", ["name", "source", "connection", "quotes/s", "quotes", "dropped", "symbols"], hubs),

@@ -27,11 +27,11 @@ from typing import Any
 from agents.base import TradingAgent
 from agents.serve import serve_agents
 from cache import DataCache
-from hub.app import HubConfig, HubSettings, hub_config, run_hub
-from hub.connection import ProcessSettings, redis_client
-from hub.errors import ConfigError
-from hub.settings import build, option_specs
-from hub.sources import SOURCES
+from core.connection import ProcessSettings, redis_client
+from core.errors import ConfigError
+from core.settings import build, option_specs
+from hub.marketdata.app import HubConfig, HubSettings, hub_config, run_hub
+from hub.marketdata.sources import SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -12,14 +12,14 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from agents.trading import TradingClient
-from hub.clock import SystemClock
-from hub.connection import redis_client
+from core.clock import SystemClock
+from core.connection import redis_client
+from core.keys import Keys
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.gateway import Gateway
 from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
-from hub.keys import Keys
-from hub.publisher import Publisher
+from hub.marketdata.publisher import Publisher
 from tests.helpers import eventually_async
 
 KEYS = Keys()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from hub.errors import OrderRejected
+from core.errors import OrderRejected
 
 TERMINAL = ("filled", "canceled", "expired", "rejected", "replaced", "done_for_day")
 

@@ -15,10 +15,10 @@ from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
 from agents.runtime import AgentRuntime
 from cache import DataCache
-from hub.codec import Quote, encode_quotes
-from hub.connection import redis_client
-from hub.errors import DuplicateInstanceError
-from hub.keys import Keys
+from core.codec import Quote, encode_quotes
+from core.connection import redis_client
+from core.errors import DuplicateInstanceError
+from core.keys import Keys
 from tests.helpers import eventually_async
 
 KEYS = Keys()

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 import requests
 
 from agents.trading import TradingClient
-from hub.keys import Keys
+from core.keys import Keys
 from tests.conftest import free_port
 from tests.helpers import ProcessGroup, eventually
 from tests.test_gateway import count_orders, wait_all_handled

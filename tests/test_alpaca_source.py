@@ -13,7 +13,7 @@ import msgpack
 import pytest
 import redis
 
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 from tests.alpaca_data_server import AlpacaDataServer, ServerThread
 from tests.alpaca_data_server.protocol import quote
 from tests.helpers import ProcessGroup, eventually

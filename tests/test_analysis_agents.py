@@ -11,7 +11,7 @@ from agents.spotter import Spotter, micro_price
 from agents.spread_calculator import RollingMean, SpreadCalculator
 from agents.volatility import US_EQUITY_SECONDS_PER_YEAR, EwmaVariance, Volatility
 from cache import DataCache
-from hub.codec import Quote
+from core.codec import Quote
 
 S = 1_000_000_000
 

@@ -10,8 +10,8 @@ import redis
 import redis.asyncio as aioredis
 
 from cache import DataCache
-from hub.clock import FakeClock
-from hub.codec import decode_cache_change
+from core.clock import FakeClock
+from core.codec import decode_cache_change
 from tests.helpers import eventually_async
 
 

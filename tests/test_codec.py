@@ -7,7 +7,7 @@ import math
 import msgpack
 import pytest
 
-from hub.codec import (
+from core.codec import (
     Quote,
     decode_cache_change,
     decode_latest_quote,
@@ -20,7 +20,7 @@ from hub.codec import (
     quote_from_valid_row,
     quote_to_hash,
 )
-from hub.errors import DecodeError
+from core.errors import DecodeError
 
 Q1 = Quote("AAPL", 187.1, 300.0, 187.12, 100.0, 1_700_000_000_000_000_001, 1_700_000_000_000_000_501)
 Q2 = Quote("AAPL", 187.11, 200.0, 187.12, 400.0, 1_700_000_000_000_000_002, 1_700_000_000_000_000_502)

@@ -27,9 +27,9 @@ from agents.greeks import (
 )
 from agents.option_greeks import AlpacaOptionDeltas
 from cache import DataCache
-from hub.clock import FakeClock
-from hub.errors import ConfigError
-from hub.keys import Keys
+from core.clock import FakeClock
+from core.errors import ConfigError
+from core.keys import Keys
 from tests.fake_trading import FakeTrading
 
 D = Decimal

@@ -7,8 +7,8 @@ import subprocess
 
 import redis
 
-from hub.execution.model import TERMINAL
-from hub.keys import PORTFOLIO, Keys
+from core.keys import PORTFOLIO, Keys
+from core.orders import TERMINAL
 from tests.helpers import ProcessGroup, eventually
 
 KEYS = Keys()

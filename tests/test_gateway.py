@@ -9,9 +9,9 @@ import time
 
 import redis
 
-from hub.execution.intents import encode_intent
-from hub.execution.model import Intent, to_decimal
-from hub.keys import Keys
+from core.intents import encode_intent
+from core.keys import Keys
+from core.orders import Intent, to_decimal
 from tests.execution_helpers import sim_stack
 from tests.helpers import ProcessGroup, eventually
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 from hub.history import parse_time_ns
-from hub.recording import read_recording
+from hub.marketdata.recording import read_recording
 from tests.alpaca_data_server import HistoryServer
 from tests.helpers import ProcessGroup
 

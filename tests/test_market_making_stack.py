@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from hub.execution.model import TERMINAL
-from hub.keys import PORTFOLIO, Keys
+from core.keys import PORTFOLIO, Keys
+from core.orders import TERMINAL
 from tests.helpers import eventually
 from tests.supervisor_stack import deploy_programs, program_section, supervised
 

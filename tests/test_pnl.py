@@ -11,8 +11,8 @@ import redis.asyncio as aioredis
 from agents.events import Tick
 from agents.pnl import PnL, SymbolPnl, portfolio_pnl, symbol_pnl
 from cache import DataCache
-from hub.clock import FakeClock
-from hub.keys import PORTFOLIO, Keys
+from core.clock import FakeClock
+from core.keys import PORTFOLIO, Keys
 from tests.fake_trading import FakePosition, FakeTrading
 
 D = Decimal

@@ -7,7 +7,7 @@ import subprocess
 
 import redis
 
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 from tests.conftest import free_port
 from tests.helpers import ProcessGroup, eventually
 

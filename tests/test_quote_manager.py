@@ -21,9 +21,9 @@ from agents.pricing import (
 )
 from agents.quote_manager import QuoteManager
 from cache import DataCache
-from hub.clock import FakeClock
-from hub.errors import ConfigError
-from hub.keys import Keys
+from core.clock import FakeClock
+from core.errors import ConfigError
+from core.keys import Keys
 from tests.fake_trading import FakeTrading
 
 D = Decimal

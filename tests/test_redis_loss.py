@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 from tests.conftest import free_port
 from tests.helpers import ProcessGroup, eventually
 

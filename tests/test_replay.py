@@ -19,10 +19,10 @@ from agents.spotter import Spotter
 from agents.spread_calculator import SpreadCalculator
 from agents.volatility import Volatility
 from cache import DataCache
-from hub.codec import Quote, decode_quotes
-from hub.errors import ConfigError
-from hub.recording import Recorder, read_recording
-from hub.sources.replay import parse_speed, read_events
+from core.codec import Quote, decode_quotes
+from core.errors import ConfigError
+from hub.marketdata.recording import Recorder, read_recording
+from hub.marketdata.sources.replay import parse_speed, read_events
 from tests.alpaca_data_server import AlpacaDataServer, ServerThread
 from tests.helpers import ProcessGroup, eventually, eventually_async
 

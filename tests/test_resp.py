@@ -1,4 +1,4 @@
-"""hub.resp: the lean RESP client under partial frames, large messages, errors and lost connections."""
+"""core.resp: the lean RESP client under partial frames, large messages, errors and lost connections."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import msgpack
 import pytest
 import redis.asyncio as aioredis
 
-from hub.codec import decode_quotes
-from hub.connection import redis_client
-from hub.errors import RedisUnavailableError
-from hub.keys import Keys
-from hub.publisher import Publisher
-from hub.resp import Address, RespConnection, RespError, Subscription, _Protocol, command
+from core.codec import decode_quotes
+from core.connection import redis_client
+from core.errors import RedisUnavailableError
+from core.keys import Keys
+from core.resp import Address, RespConnection, RespError, Subscription, _Protocol, command
+from hub.marketdata.publisher import Publisher
 from tests.helpers import eventually_async
 
 

@@ -6,12 +6,12 @@ from decimal import Decimal
 
 import pytest
 
-from hub.clock import FakeClock
-from hub.errors import ConfigError
-from hub.execution.model import Order
+from core.clock import FakeClock
+from core.errors import ConfigError
+from core.orders import Order
+from core.ratelimit import TokenBucket
+from core.settings import build
 from hub.execution.risk import RiskChecks, RiskContext, RiskSettings, check_tick
-from hub.ratelimit import TokenBucket
-from hub.settings import build
 from tests.execution_helpers import KEYS, sim_stack
 
 TIGHT = RiskSettings(max_order_qty=100.0, max_order_notional=5_000.0, max_position=150.0, max_open_orders=3,

@@ -10,8 +10,8 @@ import pytest
 
 from agents.events import Event, Tick
 from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
-from hub.clock import FakeClock, settle
-from hub.codec import Quote
+from core.clock import FakeClock, settle
+from core.codec import Quote
 
 MS = 1_000_000
 

@@ -9,9 +9,9 @@ import pytest
 
 from agents.config import AgentSettings
 from agents.spread_calculator import SpreadCalculator
-from hub.connection import ProcessSettings, redact_url
-from hub.errors import ConfigError
-from hub.settings import build, gather, parse_duration_ns, pick
+from core.connection import ProcessSettings, redact_url
+from core.errors import ConfigError
+from core.settings import build, gather, parse_duration_ns, pick
 
 CLASSES = [ProcessSettings, AgentSettings]
 

@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from hub.clock import SystemClock
-from hub.codec import Quote
+from core.clock import SystemClock
+from core.codec import Quote
+from core.keys import Keys
+from core.orders import Order
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
-from hub.execution.model import Order
 from hub.execution.store import OrderStore
-from hub.keys import Keys
 from tests.execution_helpers import KEYS, dec, sim_stack
 
 

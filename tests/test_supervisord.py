@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 from tests.helpers import eventually
 from tests.supervisor_stack import deploy_programs, program_section, supervised
 

@@ -11,8 +11,8 @@ from agents.base import TradingAgent
 from agents.events import Event
 from agents.serve import serve_agents
 from agents.trading import Order, Position, TradingClient
-from hub.connection import ProcessSettings
-from hub.settings import build
+from core.connection import ProcessSettings
+from core.settings import build
 from tests.execution_helpers import KEYS, sim_stack
 from tests.helpers import eventually_async
 

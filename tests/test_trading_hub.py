@@ -14,9 +14,9 @@ from agents import QuoteManager, Spotter
 from agents.base import TradingAgent
 from agents.events import Event
 from cache import DataCache
+from core.errors import ConfigError
+from core.keys import Keys
 from hub import TradingHub
-from hub.errors import ConfigError
-from hub.keys import Keys
 from tests.helpers import eventually_async
 
 KEYS = Keys()
@@ -133,7 +133,7 @@ def test_bad_settings_fail_before_any_io() -> None:
 
 
 def test_unreachable_redis_is_a_clear_error() -> None:
-    from hub.errors import RedisUnavailableError
+    from core.errors import RedisUnavailableError
 
     async def scenario() -> None:
         cache = DataCache("redis://127.0.0.1:1/0")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from hub.errors import ConfigError
+from core.errors import ConfigError
+from core.process import config_failure, run_process
+from core.settings import gather
 from hub.execution.app import gateway_config, run_gateway, settings_classes
-from hub.process import config_failure, run_process
-from hub.settings import gather
 
 PROG = "python -m hub.execution"
 

@@ -12,18 +12,18 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from hub.clock import SystemClock
-from hub.connection import ProcessSettings, redis_client, wait_for_redis
-from hub.errors import ConfigError
+from core.clock import SystemClock
+from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.errors import ConfigError
+from core.heartbeat import Heartbeat
+from core.settings import build, option, pick
+from core.tasks import run_until_stopped
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.gateway import Gateway
 from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
-from hub.heartbeat import Heartbeat
-from hub.settings import build, option, pick
-from hub.tasks import run_until_stopped
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ from decimal import Decimal
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from hub.clock import Clock
+from core.clock import Clock
+from core.intents import CLIENT_ORDER_ID, IntentError, decode_intent
+from core.keys import Keys
+from core.orders import PENDING_CANCEL, REJECTED, Intent, Order
+from core.ratelimit import RateLimitedLog
 from hub.execution.brokers.base import Broker, BrokerUnavailable
-from hub.execution.intents import CLIENT_ORDER_ID, IntentError, decode_intent
-from hub.execution.model import PENDING_CANCEL, REJECTED, Intent, Order
 from hub.execution.risk import RiskChecks, RiskContext, Touch
 from hub.execution.store import OrderStore
-from hub.keys import Keys
-from hub.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from hub.clock import Clock
-from hub.errors import ConfigError
-from hub.execution.model import ZERO, Order, fmt
-from hub.ratelimit import TokenBucket
-from hub.settings import option
-from hub.ticks import CENT, on_tick_grid, tick_size
+from core.clock import Clock
+from core.errors import ConfigError
+from core.orders import ZERO, Order, fmt
+from core.ratelimit import TokenBucket
+from core.settings import option
+from core.ticks import CENT, on_tick_grid, tick_size
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,9 +20,9 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from hub.clock import Clock
-from hub.execution.model import ZERO, Order, Position, fmt
-from hub.keys import Keys
+from core.clock import Clock
+from core.keys import Keys
+from core.orders import ZERO, Order, Position, fmt
 
 log = logging.getLogger(__name__)
 

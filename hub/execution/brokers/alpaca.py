@@ -27,12 +27,12 @@ from typing import Any
 
 import requests
 
-from hub.clock import SystemClock
+from core.clock import SystemClock
+from core.orders import PENDING_CANCEL, REJECTED, REPLACED, TERMINAL, ZERO, Order, Position
+from core.ratelimit import RateLimitedLog, TokenBucket
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import BrokerUnavailable
-from hub.execution.model import PENDING_CANCEL, REJECTED, REPLACED, TERMINAL, ZERO, Order, Position
 from hub.execution.store import Fill, OrderStore
-from hub.ratelimit import RateLimitedLog, TokenBucket
 
 with warnings.catch_warnings():  # alpaca-py 0.44's trading package imports websockets.legacy
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from hub.errors import ConfigError
-from hub.settings import option
+from core.errors import ConfigError
+from core.settings import option
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 

@@ -14,8 +14,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from hub.errors import OrderError
-from hub.execution.model import Order
+from core.errors import OrderError
+from core.orders import Order
 
 
 class BrokerUnavailable(OrderError):

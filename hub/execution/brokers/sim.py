@@ -27,13 +27,13 @@ from decimal import Decimal
 
 import redis.asyncio as aioredis
 
-from hub.codec import Quote, decode_quotes, quote_from_hash
-from hub.errors import ConfigError, DecodeError
-from hub.execution.model import CANCELED, NEW, REPLACED, Order
+from core.codec import Quote, decode_quotes, quote_from_hash
+from core.errors import ConfigError, DecodeError
+from core.keys import Keys
+from core.orders import CANCELED, NEW, REPLACED, Order
+from core.ratelimit import RateLimitedLog
+from core.settings import option
 from hub.execution.store import Fill, OrderStore
-from hub.keys import Keys
-from hub.ratelimit import RateLimitedLog
-from hub.settings import option
 
 log = logging.getLogger(__name__)
 BPS = Decimal(10_000)

@@ -35,9 +35,9 @@ from typing import Any, cast
 import msgpack
 from websockets.exceptions import WebSocketException
 
-from hub.errors import ConfigError
-from hub.sources.alpaca_errors import error_from_frame
-from hub.sources.alpaca_settings import AlpacaSettings
+from core.errors import ConfigError
+from hub.marketdata.sources.alpaca_errors import error_from_frame
+from hub.marketdata.sources.alpaca_settings import AlpacaSettings
 
 with warnings.catch_warnings():
     # alpaca-py imports websockets.legacy, which websockets >= 14 flags as deprecated.

@@ -4,7 +4,7 @@ Each process describes its settings as frozen dataclasses whose fields carry an
 :func:`option` marker. :func:`load` reads, in increasing precedence, the field
 defaults, a TOML or JSON file given with ``--config``, environment variables and
 command-line flags, and builds the dataclasses. Every problem (unknown key,
-bad value, bad type) raises :class:`~hub.errors.ConfigError` naming the setting
+bad value, bad type) raises :class:`~core.errors.ConfigError` naming the setting
 and the fix, before any I/O happens.
 
 Durations accept ``250us``, ``500ms``, ``30s``, ``5m``, ``1h`` or a number of seconds.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from hub.errors import ConfigError
+from core.errors import ConfigError
 
 T = TypeVar("T")
 

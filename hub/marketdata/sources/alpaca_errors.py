@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.errors import (
+from core.errors import (
     AuthenticationError,
     InsufficientSubscriptionError,
     SourceError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from hub.clock import Clock
+from core.clock import Clock
 
 
 class RateLimitedLog:

@@ -15,7 +15,7 @@ with replies parsed in C by hiredis (0.8 us per pub/sub message here, against
   can parse it, whatever its ``run()`` does.
 
 Failure model, as with redis-py in this code base: losing the connection
-raises :class:`~hub.errors.RedisUnavailableError` from whatever is waiting
+raises :class:`~core.errors.RedisUnavailableError` from whatever is waiting
 (the process exits 69 and its supervisor restarts it); an error reply raises
 :class:`RespError`. There is no silent reconnect.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import hiredis
 
-from hub.errors import RedisUnavailableError
+from core.errors import RedisUnavailableError
 
 Value = Any  # bytes | int | list[Value] | RespError | None
 MessageCallback = Callable[[bytes, bytes], None]

@@ -2,12 +2,12 @@
 
 Sources call :meth:`Publisher.add_quote` (plain function, no await) from their
 receive handler. A flush task sends, per symbol, one ``PUBLISH`` carrying every
-quote buffered since the last flush (see hub.codec) and one ``HSET`` of the
+quote buffered since the last flush (see core.codec) and one ``HSET`` of the
 latest quote. While a flush is in flight new quotes keep buffering, so batches
 grow exactly when Redis is the bottleneck and stay tiny when it is not.
 
 The flush goes out as one pre-encoded RESP buffer on a lean connection of its
-own (hub.resp), opened from the redis-py client's settings: through redis-py's
+own (core.resp), opened from the redis-py client's settings: through redis-py's
 pipeline the per-command packing and reply handling cost more CPU than
 everything else the hub does (see the README, section "Performance"). Losing Redis raises
 RedisUnavailableError, as before.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from hub.codec import QuoteRow, encode_quote_rows
-from hub.keys import Keys
-from hub.resp import Address, RespConnection
+from core.codec import QuoteRow, encode_quote_rows
+from core.keys import Keys
+from core.resp import Address, RespConnection
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Layout (namespace ``tf``):
 ====================================  =========  ======================================
 name                                  type       contents
 ====================================  =========  ======================================
-``tf:md:quote:<SYMBOL>``              pub/sub    msgpack quote batches (see hub.codec)
+``tf:md:quote:<SYMBOL>``              pub/sub    msgpack quote batches (see core.codec)
 ``tf:md:trade:<SYMBOL>``              pub/sub    msgpack trade batches
 ``tf:quote:<SYMBOL>``                 hash       latest quote, human-readable
 ``tf:cache:<SYMBOL>``                 hash       derived state (``fair_price`` ...)
@@ -37,6 +37,8 @@ from dataclasses import dataclass
 DEFAULT_NAMESPACE = "tf"
 #: The DataCache "instrument" holding portfolio-wide values (``tf:cache:PORTFOLIO``).
 PORTFOLIO = "PORTFOLIO"
+#: Suffix of the field holding a cache field's write time (``fair_price:ts_ns``).
+CACHE_TS_SUFFIX = ":ts_ns"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ File format (a plain concatenation of msgpack objects, readable with
 1. a header map: ``{"format": "tf-record", "version": 1, "source": "alpaca", "started_ns": ...}``;
 2. then one array per symbol and publisher flush, in publish order:
    ``["q", symbol, [[ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size], ...]]``
-   (the same rows as the wire format, see hub.codec).
+   (the same rows as the wire format, see core.codec).
 
 The recorder hangs off ``Publisher.listeners``, so it sees exactly what went
 onto the bus, for any source. Writes go through a buffered file and are
@@ -24,8 +24,8 @@ from typing import Any, BinaryIO
 
 import msgpack
 
-from hub.codec import QuoteRow
-from hub.errors import ConfigError, DecodeError
+from core.codec import QuoteRow
+from core.errors import ConfigError, DecodeError
 
 log = logging.getLogger(__name__)
 

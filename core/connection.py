@@ -15,9 +15,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hub.errors import ConfigError, RedisUnavailableError
-from hub.keys import Keys
-from hub.settings import option
+from core.errors import ConfigError, RedisUnavailableError
+from core.keys import Keys
+from core.settings import option
 
 log = logging.getLogger(__name__)
 

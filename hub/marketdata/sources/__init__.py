@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hub.sources.alpaca_settings import AlpacaSettings
-from hub.sources.base import Source
-from hub.sources.replay import ReplaySettings, ReplaySource
-from hub.sources.sim import SimSettings, SimSource
+from hub.marketdata.sources.alpaca_settings import AlpacaSettings
+from hub.marketdata.sources.base import Source
+from hub.marketdata.sources.replay import ReplaySettings, ReplaySource
+from hub.marketdata.sources.sim import SimSettings, SimSource
 
 SourceFactory = Callable[[tuple[str, ...], Any], Source]
 
 
 def _alpaca(symbols: tuple[str, ...], settings: AlpacaSettings) -> Source:
     """Imported on use: alpaca-py is large and only this source needs it."""
-    from hub.sources.alpaca import AlpacaSource
+    from hub.marketdata.sources.alpaca import AlpacaSource
 
     return AlpacaSource(symbols, settings)
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Protocol
 
-from hub.publisher import Publisher
+from hub.marketdata.publisher import Publisher
 
 
 class Source(Protocol):

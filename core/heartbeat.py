@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 
 import redis.asyncio as aioredis
 
-from hub.clock import Clock
-from hub.errors import DuplicateInstanceError
+from core.clock import Clock
+from core.errors import DuplicateInstanceError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from hub.errors import ConfigError
-from hub.publisher import Publisher
-from hub.settings import option
+from core.errors import ConfigError
+from core.settings import option
+from hub.marketdata.publisher import Publisher
 
 SECONDS_PER_YEAR = 252 * 6.5 * 3600
 #: The generator wakes at most this often; quotes due meanwhile are emitted together with one

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from hub.errors import ConfigError
-from hub.settings import option
+from core.errors import ConfigError
+from core.settings import option
 
 STOCK_STREAM_URL = "wss://stream.data.alpaca.markets/v2/{feed}"
 CRYPTO_STREAM_URL = "wss://stream.data.alpaca.markets/v1beta3/crypto/{feed}"

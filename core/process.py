@@ -3,7 +3,7 @@
 ``run_process`` configures logging once, runs the async entry point on uvloop,
 turns the first SIGTERM/SIGINT into a stop event (drain, deregister, close) and
 a second into an immediate exit, and maps exceptions to the exit codes in
-:mod:`hub.exitcodes`.
+:mod:`core.exitcodes`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hub.errors import (
+from core.errors import (
     AuthenticationError,
     ConfigError,
     ConnectionLimitExceededError,
@@ -28,7 +28,7 @@ from hub.errors import (
     RedisUnavailableError,
     SymbolLimitExceededError,
 )
-from hub.exitcodes import ExitCode
+from core.exitcodes import ExitCode
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Measure the gateway with the sim broker: intent -> acknowledgement latency, and intents/s.
 
-    python -m hub.execution.bench --redis-url redis://127.0.0.1:6379/0 [--count 5000] [--samples 500]
+    python -m bench.gateway --redis-url redis://127.0.0.1:6379/0 [--count 5000] [--samples 500]
 
 Starts its own gateway subprocess under the namespace ``bench`` (so a running stack is not
 touched), with risk limits opened up, and deletes the namespace's keys afterwards.
@@ -24,9 +24,9 @@ import time
 
 import redis.asyncio as aioredis
 
-from hub.execution.intents import encode_intent
-from hub.execution.model import Intent, to_decimal
-from hub.keys import Keys
+from core.intents import encode_intent
+from core.keys import Keys
+from core.orders import Intent, to_decimal
 
 KEYS = Keys("bench")
 
@@ -111,7 +111,7 @@ async def _cleanup(client: aioredis.Redis) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m hub.execution.bench")
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--samples", type=int, default=500)

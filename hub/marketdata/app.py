@@ -12,16 +12,16 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from hub.clock import SystemClock
-from hub.connection import ProcessSettings, redis_client, wait_for_redis
-from hub.errors import ConfigError
-from hub.heartbeat import Heartbeat
-from hub.keys import Keys
-from hub.publisher import Publisher
-from hub.recording import Recorder
-from hub.settings import build, option, parse_symbols, pick
-from hub.sources import SOURCES, Source
-from hub.tasks import run_until_stopped
+from core.clock import SystemClock
+from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.errors import ConfigError
+from core.heartbeat import Heartbeat
+from core.keys import Keys
+from core.settings import build, option, parse_symbols, pick
+from core.tasks import run_until_stopped
+from hub.marketdata.publisher import Publisher
+from hub.marketdata.recording import Recorder
+from hub.marketdata.sources import SOURCES, Source
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import cast
 
-from hub.execution.model import Intent, OrderType, Side, fmt, to_decimal
+from core.orders import Intent, OrderType, Side, fmt, to_decimal
 
 INTENT_VERSION = "1"
 KINDS = ("submit", "cancel", "replace", "cancel_all")

@@ -2,7 +2,7 @@
 
 Integration: the SDK's coroutines (connect, consume, subscribe) run as tasks of
 the hub's own loop, not in a thread and not through ``DataStream.run()``; see
-:mod:`hub.sources.alpaca_stream` for why and for exactly which SDK parts run.
+:mod:`hub.marketdata.sources.alpaca_stream` for why and for exactly which SDK parts run.
 The quote handler is one plain function call into ``Publisher.add_quote`` (no
 await, no Redis per quote); the publisher batches and pipelines.
 
@@ -36,11 +36,11 @@ from typing import Any
 import msgpack
 from websockets.exceptions import WebSocketException
 
-from hub.errors import ConnectionLimitExceededError
-from hub.publisher import Publisher
-from hub.ratelimit import RateLimitedLog
-from hub.settings import format_duration_ns
-from hub.sources.alpaca_errors import (
+from core.errors import ConnectionLimitExceededError
+from core.ratelimit import RateLimitedLog
+from core.settings import format_duration_ns
+from hub.marketdata.publisher import Publisher
+from hub.marketdata.sources.alpaca_errors import (
     CONNECTION_LIMIT,
     HARMLESS_CODES,
     SLOW_CLIENT,
@@ -50,8 +50,8 @@ from hub.sources.alpaca_errors import (
     error_from_frame,
     provider_error,
 )
-from hub.sources.alpaca_settings import AlpacaSettings, us_market_open
-from hub.sources.alpaca_stream import (
+from hub.marketdata.sources.alpaca_settings import AlpacaSettings, us_market_open
+from hub.marketdata.sources.alpaca_stream import (
     abort_stream,
     add_quote_handlers,
     check_sdk,

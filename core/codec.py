@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from hub.errors import DecodeError
+from core.errors import DecodeError
 
 WIRE_VERSION = 1
 QUOTE_ROW_LEN = 6

@@ -1,6 +1,6 @@
 """``--source replay --file FILE --speed 1x|10x|max``: put recorded quotes back onto the bus.
 
-Reads a ``--record`` file (see hub.recording) or the normalized CSV
+Reads a ``--record`` file (see hub.marketdata.recording) or the normalized CSV
 ``ts_ns,symbol,bid,bid_size,ask,ask_size`` (e.g. tests/data/). Each quote keeps
 its original timestamp as ``ts_event_ns``; ``ts_recv_ns`` is the replaying
 hub's clock. Pacing follows the gaps between event timestamps divided by the
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hub.codec import quote_from_row
-from hub.errors import ConfigError, DecodeError
-from hub.publisher import Publisher
-from hub.recording import is_recording, read_recording
-from hub.settings import option
+from core.codec import quote_from_row
+from core.errors import ConfigError, DecodeError
+from core.settings import option
+from hub.marketdata.publisher import Publisher
+from hub.marketdata.recording import is_recording, read_recording
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The market-data process (``python -m hub``): sources, the publisher and recordings."""
