@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup run test lint typecheck unit bench bench-smoke status stop clean
+.PHONY: setup browser run test lint typecheck unit bench bench-smoke status stop clean
 
 setup: $(STAMP) redis-server
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || bash deploy/install-redis.sh
+
+# Debian's chromium, driven by playwright (dev extra) in the browser tests.
+browser:
+	@command -v chromium >/dev/null 2>&1 || bash deploy/install-chromium.sh
 
 run: setup
 	@mkdir -p var/log var/redis
@@ -38,7 +42,7 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 # The outer limit is a last resort against a hang outside any test (the suite takes ~3 min).
-unit: setup
+unit: setup browser
 	timeout --kill-after=30 1200 $(VENV)/bin/pytest
 
 test: lint typecheck unit
