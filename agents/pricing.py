@@ -12,7 +12,11 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import Enum
 from typing import Literal
 
+from core.prices import BidAsk, Level
 from core.ticks import CENT, tick_size
+
+__all__ = ["Action", "BidAsk", "Level", "QuoteRules", "TargetQuotes", "plan_side", "round_through", "round_to_tick",
+           "target_quotes", "to_decimal"]
 
 Side = Literal["buy", "sell"]
 
@@ -42,21 +46,8 @@ def round_through(price: Decimal, side: Side) -> Decimal:
     return round_to_tick(price, "sell" if side == "buy" else "buy")
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One quote: price and quantity."""
-
-    price: Decimal
-    qty: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class TargetQuotes:
-    bid: Level | None
-    ask: Level | None
-
-    def for_side(self, side: Side) -> Level | None:
-        return self.bid if side == "buy" else self.ask
+#: The quotes an agent wants to work: the same two-sided value the gateway's risk checks use.
+TargetQuotes = BidAsk
 
 
 @dataclass(frozen=True, slots=True)

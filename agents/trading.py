@@ -7,6 +7,13 @@ updates arrive on the exec channel. Agents never hold broker keys.
 
     coid = await self.trading.submit_limit("AAPL", "buy", 10, 187.25)
     order = await self.trading.wait_for(coid, {"new", "filled", "rejected"})
+
+An intent the gateway refuses without an order of its own (a ``client_order_id`` already
+used for a different order, a cancel of another agent's order, an unknown order) comes
+back as an ``intent_rejected`` event: ``wait_for`` on that id raises
+:class:`~core.errors.OrderRejected` with the gateway's reason, and :meth:`rejection`
+returns it. The client listens before its first intent goes out, so no such event is
+missed while the connection holds.
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.clock import Clock, SystemClock
-from core.intents import encode_intent
+from core.errors import OrderRejected
+from core.intents import encode_intent, replace_difference, submit_difference
 from core.keys import Keys
-from core.orders import TERMINAL, Intent, Order, Position, to_decimal
+from core.orders import REJECTED, TERMINAL, Intent, Order, Position, to_decimal
 
-__all__ = ["TERMINAL", "Order", "Position", "TradingClient"]
+__all__ = ["TERMINAL", "Order", "OrderRejected", "Position", "TradingClient"]
 
 log = logging.getLogger(__name__)
 
 #: Intents kept on the stream (approximately); handled ones are only history.
 INTENTS_MAXLEN = 100_000
+#: Sent intents and refusals remembered per client (oldest forgotten first).
+MEMORY = 10_000
 Number = Decimal | int | str | float
 UpdateCallback = Callable[[Order], Awaitable[None] | None]
 
@@ -62,6 +72,8 @@ class TradingClient:
         self._waiters: dict[str, asyncio.Event] = {}
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._sent: dict[str, Intent] = {}  # client_order_id -> the submit/replace this client sent with it
+        self._rejections: dict[str, str] = {}  # client_order_id or cancel target -> the gateway's reason
 
     def new_client_order_id(self) -> str:
         """Unique across restarts (random per client) and readable (agent name first)."""
@@ -103,8 +115,11 @@ class TradingClient:
         await self._send(Intent("cancel_all", self.agent_name, symbol=(symbol or "").upper()))
 
     async def _send(self, intent: Intent) -> None:
-        if self._callbacks and self._listener is None:
-            self._start_listener()
+        await self._ensure_listener()  # subscribed before the intent goes out: a refusal cannot be missed
+        key = intent.client_order_id or intent.target
+        self._rejections.pop(key, None)
+        if intent.client_order_id:
+            _remember(self._sent, intent.client_order_id, intent)
         stamped = dataclasses.replace(intent, ts_ns=self._clock.time_ns())
         await self._client.xadd(self._keys.order_intents(), encode_intent(stamped), maxlen=INTENTS_MAXLEN,
                                 approximate=True)
@@ -138,9 +153,16 @@ class TradingClient:
 
     # updates --------------------------------------------------------------------------------
 
+    def rejection(self, client_order_id: str) -> str | None:
+        """The gateway's reason if it refused this client's last intent for this id (or cancel target)."""
+        return self._rejections.get(client_order_id)
+
     async def wait_for(self, client_order_id: str, statuses: Collection[str] = TERMINAL,
                        timeout_s: float = 5.0) -> Order:
-        """The order once its status is one of ``statuses``; TimeoutError after ``timeout_s``."""
+        """The order once its status is one of ``statuses``; TimeoutError after ``timeout_s``.
+
+        Raises :class:`OrderRejected` when the gateway refused this client's intent for the id
+        without an order of its own (e.g. the id was already used for a different order)."""
         await self._ensure_listener()
         event = self._waiters.setdefault(client_order_id, asyncio.Event())
         loop = asyncio.get_running_loop()
@@ -148,11 +170,15 @@ class TradingClient:
         try:
             while True:
                 event.clear()
+                self._raise_if_refused(client_order_id)
                 order = await self.order(client_order_id)  # read after subscribing: no update is missed
-                if order is not None and order.status in statuses:
+                foreign = order is not None and self._not_ours(order)
+                if order is not None and order.status in statuses and not foreign:
                     return order
                 remaining_s = deadline - loop.time()
                 if remaining_s <= 0:
+                    if foreign:
+                        raise OrderRejected(client_order_id, "the id belongs to a different order")
                     state = order.status if order else "unknown to the gateway"
                     raise TimeoutError(f"order {client_order_id} still {state} after {timeout_s}s")
                 with contextlib.suppress(TimeoutError):
@@ -160,6 +186,19 @@ class TradingClient:
                     await asyncio.wait_for(event.wait(), min(remaining_s, 0.5))
         finally:
             self._waiters.pop(client_order_id, None)
+
+    def _raise_if_refused(self, key: str) -> None:
+        reason = self._rejections.get(key)
+        if reason is not None:
+            raise OrderRejected(key, reason)
+
+    def _not_ours(self, order: Order) -> bool:
+        """True when the stored order is not the one this client asked for under that id."""
+        sent = self._sent.get(order.client_order_id)
+        if sent is None or (order.status == REJECTED and order.agent == self.agent_name):
+            return False  # a rejected intent of ours is stored with what could be read of it
+        differ = submit_difference if sent.kind == "submit" else replace_difference
+        return differ(sent, order) is not None
 
     def on_update(self, callback: UpdateCallback) -> None:
         """Call ``callback(order)`` on every update of this agent's orders."""
@@ -171,13 +210,21 @@ class TradingClient:
         if self._listener is None:
             self._start_listener()
 
-    def _start_listener(self) -> None:
+    def _start_listener(self) -> asyncio.Task[None]:
         self._listener = asyncio.create_task(self._listen(), name=f"{self.agent_name}:trading-updates")
+        return self._listener
 
     async def _ensure_listener(self) -> None:
-        if self._listener is None or self._listener.done():  # a listener lost with its connection restarts
-            self._start_listener()
-        await self._subscribed.wait()
+        listener = self._listener
+        if listener is None or listener.done():  # a listener lost with its connection restarts
+            listener = self._start_listener()
+        if self._subscribed.is_set():
+            return
+        subscribed = asyncio.ensure_future(self._subscribed.wait())
+        await asyncio.wait({listener, subscribed}, return_when=asyncio.FIRST_COMPLETED)
+        if not subscribed.done():  # the listener ended before subscribing: its error is ours
+            subscribed.cancel()
+            listener.result()
 
     async def _listen(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -200,12 +247,18 @@ class TradingClient:
         except (ValueError, KeyError, TypeError):
             log.warning("skipping a malformed execution message")
             return
+        if fields.get("event") == "intent_rejected":
+            return self._on_refusal(fields)
         waiter = self._waiters.get(coid)
         if waiter is not None:
             waiter.set()
         if fields.get("agent") != self.agent_name or not self._callbacks:
-            return
-        order = Order.from_fields(fields)
+            return None
+        try:
+            order = Order.from_fields(fields)
+        except (KeyError, ValueError, ArithmeticError):
+            log.warning("skipping a malformed execution message")
+            return None
         for callback in self._callbacks:
             try:
                 result = callback(order)
@@ -213,6 +266,18 @@ class TradingClient:
                     await result
             except Exception:  # a buggy callback must not stop updates to the others
                 log.exception("order-update callback failed (pid %d)", os.getpid())
+        return None
+
+    def _on_refusal(self, fields: dict[str, Any]) -> None:
+        if fields.get("agent") != self.agent_name:
+            return
+        key = str(fields.get("client_order_id") or fields.get("target") or "")
+        if not key:
+            return
+        _remember(self._rejections, key, str(fields.get("reason", "")))
+        waiter = self._waiters.get(key)
+        if waiter is not None:
+            waiter.set()
 
     async def aclose(self) -> None:
         if self._listener is not None:
@@ -220,3 +285,10 @@ class TradingClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+
+
+def _remember(memory: dict[str, Any], key: str, value: Any) -> None:
+    memory.pop(key, None)
+    memory[key] = value
+    if len(memory) > MEMORY:
+        del memory[next(iter(memory))]

@@ -26,6 +26,8 @@ name                                  type       contents
 ``tf:position:<SYMBOL>``              hash       position, avg price, realized PnL
 ``tf:risk:halt``                      string     kill switch: any value halts trading
 ``tf:risk:reduce_only``               string     any value: only position-reducing orders
+``tf:risk:order_bucket``               hash       order-rate token bucket (tokens, ts_us; expires)
+``tf:risk:broker_bucket``              hash       broker request-rate token bucket (expires)
 ``tf:gateway:<NAME>``                 hash       gateway heartbeat (expires)
 ====================================  =========  ======================================
 """
@@ -109,6 +111,9 @@ class Keys:
     def order_intents(self) -> str:
         return self._name("orders", "intents")
 
+    def operator_intents(self) -> str:
+        return self._name("orders", "operator")
+
     def order_events(self) -> str:
         return self._name("orders", "events")
 
@@ -135,6 +140,12 @@ class Keys:
 
     def risk_reduce_only(self) -> str:
         return self._name("risk", "reduce_only")
+
+    def order_rate_bucket(self) -> str:
+        return self._name("risk", "order_bucket")
+
+    def broker_rate_bucket(self) -> str:
+        return self._name("risk", "broker_bucket")
 
     def symbol_from(self, key_or_channel: str, prefix: str) -> str:
         """The symbol at the end of a name built with one of the ``*_prefix`` methods."""

@@ -1,9 +1,14 @@
-"""Rate limits: a token bucket, and logging a recurring problem once per interval."""
+"""Rate limits: token buckets (in memory, or in Redis so a restart cannot refill them), and logging a
+recurring problem once per interval."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from typing import Protocol
+
+import redis.asyncio as aioredis
 
 from core.clock import Clock
 
@@ -52,3 +57,63 @@ class TokenBucket:
             return False
         self._tokens -= 1.0
         return True
+
+
+class RateGate(Protocol):
+    async def take(self) -> bool:
+        """True if one more request may go now (and count it); False when the bucket is empty."""
+
+
+class LocalRateGate:
+    """A :class:`TokenBucket` behind the async :class:`RateGate` face (in-process gateways, tests)."""
+
+    def __init__(self, bucket: TokenBucket) -> None:
+        self._bucket = bucket
+
+    async def take(self) -> bool:
+        return self._bucket.take()
+
+
+# Redis's own clock (TIME) is used so every process and every restart refills from the same
+# timeline; the hash expires once it would be full anyway, so an idle bucket leaves no key.
+_TAKE = """
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate_per_us = tonumber(ARGV[1]) / 1000000
+local burst = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts_us')
+local tokens, ts_us = tonumber(state[1]), tonumber(state[2])
+if tokens == nil or ts_us == nil then
+  tokens, ts_us = burst, now_us
+end
+if now_us > ts_us then
+  tokens = math.min(burst, tokens + (now_us - ts_us) * rate_per_us)
+  ts_us = now_us
+end
+local taken = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts_us', string.format('%.0f', ts_us))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return taken
+"""
+
+
+class RedisTokenBucket:
+    """A token bucket kept in a Redis hash and updated by one Lua script, so it is atomic across
+    processes and survives restarts: a gateway in a crash loop starts each run with the tokens the
+    last run left, not a full burst."""
+
+    def __init__(self, client: aioredis.Redis, key: str, rate_per_s: float, burst: int) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate_per_s > 0 and burst >= 1")
+        self._script = client.register_script(_TAKE)
+        self._key = key
+        self._rate_per_s = rate_per_s
+        self._burst = burst
+        self._ttl_ms = math.ceil(burst / rate_per_s * 1000) + 1000
+
+    async def take(self) -> bool:
+        return bool(await self._script(keys=[self._key], args=[repr(self._rate_per_s), self._burst, self._ttl_ms]))

@@ -59,7 +59,7 @@ async def sim_stack(redis_url: str, risk: RiskSettings = LOOSE_RISK,
     clock = SystemClock()
     store = OrderStore(client, KEYS, clock)
     broker = SimBroker(store, raw, KEYS, sim or SimBrokerSettings())
-    gateway = Gateway(client, KEYS, store, broker, RiskChecks(risk, clock), clock, poll_ns=50_000_000)
+    gateway = Gateway(client, KEYS, store, broker, RiskChecks(risk, clock), clock, raw_client=raw, poll_ns=50_000_000)
     stop = asyncio.Event()
     await gateway.start()
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(c) for c in (

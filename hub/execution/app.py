@@ -16,6 +16,7 @@ from core.clock import SystemClock
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
+from core.ratelimit import RedisTokenBucket
 from core.settings import build, option, pick
 from core.tasks import run_until_stopped
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
@@ -65,13 +66,15 @@ def gateway_config(values: Mapping[str, Any]) -> GatewayConfig:
     return config
 
 
-def make_broker(config: GatewayConfig, store: OrderStore, raw_client: aioredis.Redis) -> Broker:
+def make_broker(config: GatewayConfig, store: OrderStore, client: aioredis.Redis,
+                raw_client: aioredis.Redis) -> Broker:
     keys = config.process.keys
     if config.gateway.broker == "sim":
         return SimBroker(store, raw_client, keys, config.sim)
-    from hub.execution.brokers.alpaca import AlpacaBroker  # imports the SDK only when used
+    from hub.execution.brokers.alpaca import PACER_BURST, AlpacaBroker  # imports the SDK only when used
 
-    return AlpacaBroker(store, config.alpaca)
+    pacer = RedisTokenBucket(client, keys.broker_rate_bucket(), config.alpaca.requests_per_min / 60.0, PACER_BURST)
+    return AlpacaBroker(store, config.alpaca, pacer)
 
 
 def latency_summary_us(samples: list[int]) -> dict[str, float]:
@@ -89,9 +92,11 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     try:
         await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
         store = OrderStore(client, keys, clock)
-        broker = make_broker(config, store, raw_client)
-        gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock), clock,
-                          consumer=config.gateway.name, batch=config.gateway.intent_batch,
+        broker = make_broker(config, store, client, raw_client)
+        # The order-rate bucket lives in Redis: a restarted gateway does not start with a full burst.
+        rate = RedisTokenBucket(client, keys.order_rate_bucket(), config.risk.order_rate, config.risk.order_burst)
+        gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock, rate), clock,
+                          raw_client=raw_client, consumer=config.gateway.name, batch=config.gateway.intent_batch,
                           poll_ns=config.gateway.risk_poll_ns)
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock, lambda: {
             "kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
@@ -118,5 +123,6 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
 def vars_of(gateway: Gateway) -> dict[str, int]:
     stats = gateway.stats
     return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
-            "duplicates": stats.duplicates, "bad_intents": stats.bad_intents, "replayed": stats.replayed}
+            "duplicates": stats.duplicates, "reused_ids": stats.reused_ids, "refused": stats.refused,
+            "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed}
 

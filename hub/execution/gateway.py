@@ -1,12 +1,18 @@
 """The execution gateway: order intents in, risk-checked broker actions out.
 
-Intents arrive on the ``tf:orders:intents`` stream and are read with a consumer
-group, so an intent stays pending until the gateway has handled it and only
-then is acknowledged. A restarted gateway first re-reads its own pending
-entries (and claims any left by another consumer name) before reading new
-ones. Handling is idempotent by ``client_order_id``: an intent whose order
-already exists is not sent again (an order left ``pending_new`` by a crash is
-resumed by asking the broker), so a replay never creates a second order.
+Intents arrive on two streams read with one consumer group: ``tf:orders:intents``
+(agents) and ``tf:orders:operator`` (operator commands: cancels of anyone's
+orders). An intent stays pending until the gateway has handled it and only then
+is acknowledged. A restarted gateway first re-reads its own pending entries (and
+claims any left by another consumer name) before reading new ones. Handling is
+idempotent by ``client_order_id``: an intent whose order already exists is not
+sent again (an order left ``pending_new`` by a crash is resumed by asking the
+broker), so a replay never creates a second order.
+
+Poison never stops the stream: an entry that cannot be decoded, or whose handling
+raises anything but a lost Redis connection, is rejected with a reason (an order
+state or an ``intent_rejected`` event), acknowledged, counted, and the gateway goes
+on with the next one. See docs/order-safety.md.
 """
 
 from __future__ import annotations
@@ -15,20 +21,41 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar, assert_never
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.clock import Clock
-from core.intents import CLIENT_ORDER_ID, IntentError, decode_intent
+from core.intents import (
+    AGENT_NAME,
+    CLIENT_ORDER_ID,
+    KINDS,
+    SYMBOL,
+    IntentError,
+    decode_entry,
+    decode_intent,
+    lossy_entry,
+)
 from core.keys import Keys
-from core.orders import PENDING_CANCEL, REJECTED, Intent, Order
+from core.orders import PENDING_CANCEL, PENDING_NEW, Intent, Order
+from core.prices import BidAsk
 from core.ratelimit import RateLimitedLog
+from core.ticks import is_fractional
 from hub.execution.brokers.base import Broker, BrokerUnavailable
-from hub.execution.risk import RiskChecks, RiskContext, Touch
+from hub.execution.policy import (
+    operator_refusal,
+    ownership_refusal,
+    replace_difference,
+    reuse_reason,
+    submit_difference,
+)
+from hub.execution.risk import RiskChecks, RiskContext
 from hub.execution.store import OrderStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +64,10 @@ GROUP = "gateway"
 #: A cancel-all that has not emptied the book is sent again after this long.
 CANCEL_RETRY_NS = 2_000_000_000
 MAX_BACKOFF_S = 5.0
+#: Losing Redis is not the intent's fault: the gateway exits, the entry stays pending and is replayed.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+RawEntry = Mapping[bytes, bytes]
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,15 +76,20 @@ class GatewayStats:
     submitted: int = 0
     rejected: int = 0
     duplicates: int = 0
+    reused_ids: int = 0
+    refused: int = 0
     bad_intents: int = 0
+    poison: int = 0
     replayed: int = 0
     ack_latency_ns: list[int] = field(default_factory=list)
 
 
 class Gateway:
     def __init__(self, client: aioredis.Redis, keys: Keys, store: OrderStore, broker: Broker, risk: RiskChecks,
-                 clock: Clock, *, consumer: str = "gateway", batch: int = 100, poll_ns: int = 100_000_000) -> None:
+                 clock: Clock, *, raw_client: aioredis.Redis, consumer: str = "gateway", batch: int = 100,
+                 poll_ns: int = 100_000_000) -> None:
         self._client = client
+        self._raw = raw_client  # intents are read as bytes: one non-UTF-8 entry must not fail a whole read
         self._keys = keys
         self._store = store
         self._broker = broker
@@ -62,66 +98,119 @@ class Gateway:
         self._consumer = consumer
         self._batch = batch
         self._poll_ns = poll_ns
+        self._streams = (keys.order_intents(), keys.operator_intents())
         self.halted = False
         self.reduce_only = False
         self.stats = GatewayStats()
         self._last_cancel_all_ns = -CANCEL_RETRY_NS
         self._bad_log = RateLimitedLog(log)
         self._absent: set[str] = set()  # order ids of the current batch known not to exist yet
-        self._touches: dict[str, Touch | None] = {}
+        self._touches: dict[str, BidAsk | None] = {}
 
     # lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:
-            await self._client.xgroup_create(self._keys.order_intents(), GROUP, id="0", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        for stream in self._streams:
+            try:
+                await self._client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
         await self._store.load()
         await self._broker.start()
         await self.refresh_state()
 
     async def run_intake(self, stop: asyncio.Event) -> None:
         """Handle pending intents left by a previous run, then new ones, until ``stop``."""
-        await self._drain_pending()
+        for stream in self._streams:
+            await self._drain_pending(stream)
         while not stop.is_set():
-            reply = await self._client.xreadgroup(GROUP, self._consumer, {self._keys.order_intents(): ">"},
-                                                  count=self._batch, block=max(self._poll_ns // 1_000_000, 1))
-            for _, entries in reply or ():
-                await self._handle_batch(entries)
+            reply = await self._raw.xreadgroup(GROUP, self._consumer, dict.fromkeys(self._streams, ">"),
+                                               count=self._batch, block=max(self._poll_ns // 1_000_000, 1))
+            for stream, entries in reply or ():
+                await self._handle_batch(_text(stream), entries)
 
-    async def _drain_pending(self) -> None:
-        stream = self._keys.order_intents()
-        start = "0-0"
+    async def _drain_pending(self, stream: str) -> None:
+        start: str | bytes = "0-0"
         while True:  # entries another consumer name left pending become ours
-            result = await self._client.xautoclaim(stream, GROUP, self._consumer, min_idle_time=0,
-                                                   start_id=start, count=self._batch)
+            result = await self._raw.xautoclaim(stream, GROUP, self._consumer, min_idle_time=0,
+                                                start_id=start, count=self._batch)
             start = result[0]
             if start in ("0-0", b"0-0"):
                 break
         while True:
-            reply = await self._client.xreadgroup(GROUP, self._consumer, {stream: "0"}, count=self._batch)
+            reply = await self._raw.xreadgroup(GROUP, self._consumer, {stream: "0"}, count=self._batch)
             entries = reply[0][1] if reply else []
             if not entries:
                 return
             self.stats.replayed += len(entries)
-            log.info("handling %d intents left pending by a previous run", len(entries))
-            await self._handle_batch(entries)
+            log.info("handling %d intents left pending on %s by a previous run", len(entries), stream)
+            await self._handle_batch(stream, entries)
 
-    async def _handle_batch(self, entries: list[tuple[str, Mapping[str, str]]]) -> None:
-        await self._prefetch([fields for _, fields in entries if fields])
-        for entry_id, fields in entries:
-            if fields is None:  # trimmed away while pending: nothing left to handle
+    async def _handle_batch(self, stream: str, entries: Sequence[tuple[bytes, RawEntry | None]]) -> None:
+        operator = stream == self._keys.operator_intents()
+        decoded: list[tuple[RawEntry, Intent]] = []
+        for _, raw in entries:
+            if raw is None:  # trimmed away while pending: nothing left to handle
                 continue
-            await self._handle_until_done(entry_id, fields)
-        await self._client.xack(self._keys.order_intents(), GROUP, *[entry_id for entry_id, _ in entries])
+            self.stats.intents += 1
+            intent = await self._contained(raw, None, self._decode(raw, operator))
+            if intent is not None:
+                decoded.append((raw, intent))
+        try:
+            await self._prefetch([intent for _, intent in decoded])
+        except TRANSIENT:
+            raise
+        except Exception as e:  # without the prefetch every intent looks its state up itself
+            self._absent, self._touches = set(), {}
+            self._bad_log.error("prefetch", "batch prefetch failed; handling the batch without it", exc_info=e)
+        for raw, intent in decoded:
+            await self._contained(raw, intent, self._handle_until_done(intent, operator))
+        await self._raw.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
 
-    async def _prefetch(self, batch: list[Mapping[str, str]]) -> None:
+    async def _contained(self, raw: RawEntry, intent: Intent | None, work: Awaitable[T]) -> T | None:
+        """Run ``work`` for one entry; anything it raises (but losing Redis) rejects that entry only."""
+        try:
+            return await work
+        except TRANSIENT:
+            raise
+        except Exception as e:  # the poison boundary: one entry's failure must never stop the stream
+            await self._poison(raw, intent, e)
+            return None
+
+    async def _poison(self, raw: RawEntry, intent: Intent | None, error: Exception) -> None:
+        self.stats.poison += 1
+        fields = lossy_entry(raw)
+        self._bad_log.error("poison", "intent %s raised %s; rejected, acknowledged, going on", _summary(fields),
+                            type(error).__name__, exc_info=error)
+        # The type only: an exception's text may carry more than every agent should read.
+        reason = f"internal error while handling the intent ({type(error).__name__}); rejected, not retried"
+        try:
+            await self._reject_fields(fields, reason)
+        except TRANSIENT:
+            raise
+        except Exception as e:  # even the rejection failed: the entry is still acknowledged
+            self._bad_log.error("poison-reject", "could not record the rejection of a poison intent", exc_info=e)
+
+    async def _decode(self, raw: RawEntry, operator: bool) -> Intent | None:
+        try:
+            intent = decode_intent(decode_entry(raw))
+            refusal = operator_refusal(intent, on_operator_stream=operator)
+            if refusal is not None:
+                raise IntentError(refusal)
+            return intent
+        except IntentError as e:
+            self.stats.bad_intents += 1
+            fields = lossy_entry(raw)
+            self._bad_log.warning("intent", "bad intent (%s): %s", e, _summary(fields))
+            await self._reject_fields(fields, f"malformed intent: {e}")
+            return None
+
+    async def _prefetch(self, batch: list[Intent]) -> None:
         """One round trip per batch: the kill switch (it applies to every intent read after it was set),
         which order ids are new, and the latest touch of each symbol (at most one batch old)."""
-        coids = [f.get("client_order_id", "") for f in batch]
-        symbols = sorted({f["symbol"] for f in batch if f.get("symbol")})
+        coids = [i.client_order_id for i in batch]
+        symbols = sorted({i.symbol for i in batch if i.symbol})
         pipe = self._client.pipeline(transaction=False)
         pipe.mget(self._keys.risk_halt(), self._keys.risk_reduce_only())
         for coid in coids:
@@ -134,35 +223,32 @@ class Gateway:
         self._absent = {c for c, e in zip(coids, exists, strict=True) if c and not e and c not in self._store.open}
         self._touches = {s: _touch(r) for s, r in zip(symbols, results[1 + len(coids):], strict=True)}
 
-    async def _handle_until_done(self, entry_id: str, fields: Mapping[str, str]) -> None:
+    async def _handle_until_done(self, intent: Intent, operator: bool) -> None:
         delay_s = 0.1
         while True:
             try:
-                await self.handle(fields)
+                await self.handle(intent, operator=operator)
                 return
             except BrokerUnavailable as e:
-                self._bad_log.warning("broker", "broker unavailable (%s); intent %s stays pending, retrying",
-                                      e, entry_id)
+                self._bad_log.warning("broker", "broker unavailable (%s); intent %s %s stays pending, retrying",
+                                      e, intent.kind, intent.client_order_id or intent.target)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, MAX_BACKOFF_S)
 
     # intents ------------------------------------------------------------------------
 
-    async def handle(self, fields: Mapping[str, str]) -> None:
-        self.stats.intents += 1
-        try:
-            intent = decode_intent(fields)
-        except IntentError as e:
-            await self._reject_malformed(fields, str(e))
-            return
-        if intent.kind == "submit":
-            await self._submit(intent)
-        elif intent.kind == "cancel":
-            await self._cancel(intent)
-        elif intent.kind == "replace":
-            await self._replace(intent)
-        else:
-            await self._cancel_all(intent)
+    async def handle(self, intent: Intent, *, operator: bool = False) -> None:
+        match intent.kind:
+            case "submit":
+                await self._submit(intent)
+            case "cancel":
+                await self._cancel(intent, operator)
+            case "replace":
+                await self._replace(intent)
+            case "cancel_all":
+                await self._cancel_all(intent, operator)
+            case _:
+                assert_never(intent.kind)
         if intent.ts_ns:
             self._note_latency(intent.ts_ns)
 
@@ -172,35 +258,49 @@ class Gateway:
         if len(samples) > 10_000:
             del samples[:5_000]
 
-    async def _reject_malformed(self, fields: Mapping[str, str], reason: str) -> None:
-        """Tell the agent when we can name the order; count and log it in any case."""
-        self.stats.bad_intents += 1
-        self._bad_log.warning("intent", "bad intent (%s): %s", reason, dict(fields))
-        coid = fields.get("client_order_id", "")
-        if fields.get("kind") == "submit" and CLIENT_ORDER_ID.match(coid) and not await self._store.exists(coid):
-            order = Order(client_order_id=coid, agent=fields.get("agent", ""), symbol=fields.get("symbol", "?"),
-                          side="buy" if fields.get("side") != "sell" else "sell", order_type="limit",
-                          qty=Decimal(0), limit_price=None, status=REJECTED,
-                          reject_reason=f"malformed intent: {reason}", created_ns=self._clock.time_ns())
-            await self._store.record(order, "rejected")
+    async def _reject_fields(self, fields: Mapping[str, str], reason: str) -> None:
+        """Tell the sender: a rejected order when the entry names a new one, else an intent_rejected event."""
+        coid, kind = fields.get("client_order_id", ""), fields.get("kind", "")
+        coid = coid if CLIENT_ORDER_ID.match(coid) else ""
+        agent = fields.get("agent", "") if AGENT_NAME.match(fields.get("agent", "")) else "?"
+        if kind in ("submit", "replace") and coid and not await self._store.exists(coid):
+            symbol = fields.get("symbol", "") if SYMBOL.match(fields.get("symbol", "")) else "?"
+            order = Order(client_order_id=coid, agent=agent, symbol=symbol,
+                          side="sell" if fields.get("side") == "sell" else "buy", order_type="limit",
+                          qty=Decimal(0), limit_price=None, created_ns=self._clock.time_ns())
+            await self._store.reject(order, reason)
+            return
+        target = fields.get("target", "")
+        await self._store.reject_intent(agent=agent, kind=kind if kind in KINDS else "?", client_order_id=coid,
+                                        target=target if CLIENT_ORDER_ID.match(target) else "", reason=reason)
 
-    async def _known(self, client_order_id: str) -> bool:
-        """True when this order id was handled before (a replay); finishes a half-done submit."""
+    async def _refuse(self, intent: Intent, reason: str) -> None:
+        await self._store.reject_intent(agent=intent.agent, kind=intent.kind, client_order_id=intent.client_order_id,
+                                        target=intent.target, reason=reason)
+
+    async def _existing(self, client_order_id: str) -> Order | None:
         if client_order_id in self._absent:
             self._absent.discard(client_order_id)  # a second copy later in the batch must look again
-            return False
-        existing = await self._store.get(client_order_id)
-        if existing is None:
-            return False
+            return None
+        return await self._store.get(client_order_id)
+
+    async def _resent(self, intent: Intent, existing: Order, difference: str | None) -> None:
+        """An intent whose id is taken: an exact resend is ignored (or finishes a half-done submit);
+        the same id with other parameters is refused where the sender sees it."""
+        if difference is not None:
+            self.stats.reused_ids += 1
+            await self._refuse(intent, reuse_reason(intent.client_order_id, difference))
+            return
         self.stats.duplicates += 1
-        if existing.status == "pending_new":
+        if existing.status == PENDING_NEW:
             await self._broker.resume(existing)
-        return True
 
     async def _submit(self, intent: Intent) -> None:
-        if await self._known(intent.client_order_id):
-            return
-        assert intent.side is not None and intent.qty is not None
+        existing = await self._existing(intent.client_order_id)
+        if existing is not None:
+            return await self._resent(intent, existing, submit_difference(intent, existing))
+        if intent.side is None or intent.qty is None:
+            raise IntentError("a submit needs side and qty")  # decode_intent guarantees both
         now_ns = self._clock.time_ns()
         order = Order(client_order_id=intent.client_order_id, agent=intent.agent, symbol=intent.symbol,
                       side=intent.side, order_type=intent.order_type, qty=intent.qty,
@@ -209,39 +309,47 @@ class Gateway:
         if await self._passes_risk(order, replacing=None):
             self.stats.submitted += 1
             await self._broker.submit(order)
+        return None
 
     async def _passes_risk(self, order: Order, replacing: Order | None) -> bool:
         store = self._store
         working = {side: store.working_qty(order.symbol, side) for side in ("buy", "sell")}
         if replacing is not None:  # the replaced order's quantity makes way for the new one
             working[replacing.side] -= replacing.remaining_qty
+        fractionable = is_fractional(order.qty) and await self._broker.fractionable(order.symbol)
         ctx = RiskContext(halted=self.halted, reduce_only=self.reduce_only,
                           position_qty=store.position(order.symbol).qty, open_buy_qty=working["buy"],
                           open_sell_qty=working["sell"], open_count=len(store.open) - (replacing is not None),
-                          touch=await self._latest_touch(order.symbol))
-        reason = self._risk.check(order, ctx)
+                          touch=await self._latest_touch(order.symbol), fractionable=fractionable)
+        reason = await self._risk.admit(order, ctx)
         if reason is None:
             return True
         self.stats.rejected += 1
-        await self._store.record(order.evolve(status=REJECTED, reject_reason=reason), "rejected")
+        await self._store.reject(order, reason)
         return False
 
-    async def _latest_touch(self, symbol: str) -> Touch | None:
+    async def _latest_touch(self, symbol: str) -> BidAsk | None:
         if symbol in self._touches:
             return self._touches[symbol]
         return _touch(await self._client.hmget(self._keys.latest_quote(symbol), "bid", "ask"))
 
-    async def _cancel(self, intent: Intent) -> None:
+    async def _cancel(self, intent: Intent, operator: bool) -> None:
         order = await self._store.get(intent.target)
         if order is None:
-            self._bad_log.warning("cancel", "cancel of unknown order %s from %s", intent.target, intent.agent)
-            return
+            self.stats.refused += 1
+            return await self._refuse(intent, f"cancel of unknown order {intent.target}")
+        refusal = ownership_refusal(intent, order, operator=operator)
+        if refusal is not None:
+            self.stats.refused += 1
+            return await self._refuse(intent, refusal)
         if order.is_open and order.status != PENDING_CANCEL:
             await self._broker.cancel(order)
+        return None
 
     async def _replace(self, intent: Intent) -> None:
-        if await self._known(intent.client_order_id):
-            return
+        existing = await self._existing(intent.client_order_id)
+        if existing is not None:
+            return await self._resent(intent, existing, replace_difference(intent, existing))
         old = await self._store.get(intent.target)
         now_ns = self._clock.time_ns()
         base = old or Order(client_order_id="", agent=intent.agent, symbol="?", side="buy", order_type="limit",
@@ -249,22 +357,20 @@ class Gateway:
         new = base.evolve(client_order_id=intent.client_order_id, agent=intent.agent,
                           qty=intent.qty if intent.qty is not None else base.remaining_qty,
                           limit_price=intent.limit_price if intent.limit_price is not None else base.limit_price,
-                          status="pending_new", filled_qty=Decimal(0), filled_avg_price=None, fees=Decimal(0),
+                          status=PENDING_NEW, filled_qty=Decimal(0), filled_avg_price=None, fees=Decimal(0),
                           reject_reason="", broker_order_id="", replaces=intent.target, replaced_by="",
                           created_ns=now_ns, updated_ns=now_ns)
-        if old is None or not old.is_open:
-            state = "unknown" if old is None else old.status
+        refusal = _replace_refusal(intent, old)
+        if refusal is not None:
             self.stats.rejected += 1
-            await self._store.record(new.evolve(status=REJECTED, reject_reason=(
-                f"cannot replace {intent.target}: order is {state}")), "rejected")
-            return
-        if await self._passes_risk(new, replacing=old):
+            await self._store.reject(new, refusal)
+        elif old is not None and await self._passes_risk(new, replacing=old):
             self.stats.submitted += 1
             await self._broker.replace(old, new)
+        return None
 
-    async def _cancel_all(self, intent: Intent) -> None:
-        agent = None if intent.agent == "*" else intent.agent
-        orders = self._store.open_orders(intent.symbol or None, agent)
+    async def _cancel_all(self, intent: Intent, operator: bool) -> None:
+        orders = self._store.open_orders(intent.symbol or None, None if operator else intent.agent)
         if orders:
             await self._broker.cancel_all(orders)
 
@@ -301,9 +407,25 @@ class Gateway:
             self._bad_log.warning("halt", "kill switch: cancel-all failed (%s); retrying", e)
 
 
-def _touch(reply: list[str | None]) -> Touch | None:
+def _replace_refusal(intent: Intent, old: Order | None) -> str | None:
+    if old is None or not old.is_open:
+        return f"cannot replace {intent.target}: order is {'unknown' if old is None else old.status}"
+    return ownership_refusal(intent, old, operator=False)
+
+
+def _touch(reply: list[str | None]) -> BidAsk | None:
     bid, ask = reply
     try:
-        return Touch(Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
+        return BidAsk.from_prices(Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
     except ArithmeticError:
         return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _summary(fields: Mapping[str, str]) -> str:
+    """An entry for a log line: short, and with every control character escaped by repr."""
+    text = repr(dict(fields))
+    return text if len(text) <= 300 else text[:300] + "...}"

@@ -5,13 +5,19 @@ Checks, in order (the first failure is the rejection reason sent back to the age
 1. trading state: ``tf:risk:halt`` set -> reject everything; ``tf:risk:reduce_only`` set ->
    only orders that shrink the position (counting this side's open orders) pass;
 2. Alpaca price rules: limit prices on the tick grid (2 decimals at or above $1, 4 below);
+   Alpaca's fractional-share rules: a fractional quantity only in a market day order on a
+   fractionable symbol, worth at least $1 (docs/order-safety.md cites the rules);
 3. max order quantity; 4. max order notional (limit price, or the touch for market orders);
 5. max position per symbol, counting this side's open orders;
 6. max open orders (account-wide);
 7. price collar: a buy limit may be at most ``price_collar`` above the ask, a sell at most
    that far below the bid (fat-finger check);
 8. order rate: a token bucket, by default 3/s with bursts of 20, which also keeps the
-   account under Alpaca's 200 requests per minute.
+   account under Alpaca's 200 requests per minute. In the gateway process the bucket lives
+   in Redis (``tf:risk:order_bucket``), so a restart does not refill it.
+
+:meth:`RiskChecks.check` runs 1-7 (pure); :meth:`RiskChecks.admit` runs them and then takes a
+token, so a rejected order never spends one.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from decimal import Decimal
 from core.clock import Clock
 from core.errors import ConfigError
 from core.orders import ZERO, Order, fmt
-from core.ratelimit import TokenBucket
+from core.prices import BidAsk
+from core.ratelimit import LocalRateGate, RateGate, TokenBucket
 from core.settings import option
-from core.ticks import CENT, on_tick_grid, tick_size
+from core.ticks import MIN_FRACTIONAL_NOTIONAL, is_fractional, tick_violation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,14 +60,6 @@ class RiskSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class Touch:
-    """The latest bid and ask (0 = no quote on that side)."""
-
-    bid: Decimal
-    ask: Decimal
-
-
-@dataclass(frozen=True, slots=True)
 class RiskContext:
     """What the checks need to know besides the order itself."""
 
@@ -70,30 +69,44 @@ class RiskContext:
     open_buy_qty: Decimal  # unfilled qty of this symbol's working buy orders (excluding one being replaced)
     open_sell_qty: Decimal
     open_count: int  # account-wide
-    touch: Touch | None
+    touch: BidAsk | None
+    fractionable: bool = False  # the broker trades fractions of this symbol (only looked up for fractional qty)
 
 
 def check_tick(price: Decimal) -> str | None:
-    if not on_tick_grid(price):
-        places, where = (2, "at or above $1") if tick_size(price) == CENT else (4, "below $1")
-        return f"limit price {fmt(price)} is off the tick grid: Alpaca allows {places} decimals {where}"
+    return tick_violation(price)
+
+
+def check_fractional(order: Order, fractionable: bool, price: Decimal | None) -> str | None:
+    """Alpaca's fractional-share rules, for an order whose quantity is not whole."""
+    if not is_fractional(order.qty):
+        return None
+    if order.order_type != "market" or order.time_in_force != "day":
+        return (f"fractional qty {fmt(order.qty)}: Alpaca takes fractions only in market day orders, "
+                f"not {order.order_type} {order.time_in_force}")
+    if not fractionable:
+        return f"fractional qty {fmt(order.qty)}: {order.symbol} is not fractionable at the broker"
+    if price is None:
+        return f"no quote for {order.symbol}: cannot check the $1 minimum of a fractional order"
+    notional = order.qty * price
+    if notional < MIN_FRACTIONAL_NOTIONAL:
+        return f"fractional order worth ${fmt(notional)} is below Alpaca's $1 minimum"
     return None
 
 
-def reference_price(order: Order, touch: Touch | None) -> Decimal | None:
+def reference_price(order: Order, touch: BidAsk | None) -> Decimal | None:
     """The price an order's notional is measured at: its limit, else the touch it would take."""
     if order.limit_price is not None:
         return order.limit_price
-    if touch is None:
-        return None
-    price = touch.ask if order.side == "buy" else touch.bid
-    return price if price > 0 else None
+    level = touch.opposite(order.side) if touch is not None else None
+    return level.price if level is not None else None
 
 
 class RiskChecks:
-    def __init__(self, settings: RiskSettings, clock: Clock) -> None:
+    def __init__(self, settings: RiskSettings, clock: Clock, rate: RateGate | None = None) -> None:
+        """``rate``: the order-rate bucket (the gateway process passes one in Redis); default in memory."""
         self.settings = settings
-        self._bucket = TokenBucket(settings.order_rate, settings.order_burst, clock)
+        self._bucket = rate or LocalRateGate(TokenBucket(settings.order_rate, settings.order_burst, clock))
         self._max_qty = Decimal(repr(settings.max_order_qty))
         self._max_notional = Decimal(repr(settings.max_order_notional))
         self._max_position = Decimal(repr(settings.max_position))
@@ -101,16 +114,25 @@ class RiskChecks:
         self.rejections = 0
 
     def check(self, order: Order, ctx: RiskContext) -> str | None:
-        """The rejection reason, or None if the order may go to the broker."""
+        """The rejection reason of checks 1-7, or None if they pass."""
         checks: tuple[Callable[[Order, RiskContext], str | None], ...] = (
-            self._state, self._tick, self._size, self._notional, self._position, self._open_count,
-            self._price_collar, self._rate)
+            self._state, self._tick, self._fractional, self._size, self._notional, self._position,
+            self._open_count, self._price_collar)
         for check in checks:
             reason = check(order, ctx)
             if reason is not None:
                 self.rejections += 1
                 return reason
         return None
+
+    async def admit(self, order: Order, ctx: RiskContext) -> str | None:
+        """Every check, the order rate last: the rejection reason, or None if the order may go."""
+        reason = self.check(order, ctx)
+        if reason is None and not await self._bucket.take():
+            self.rejections += 1
+            reason = (f"order rate limit: more than {self.settings.order_rate:g}/s "
+                      f"(burst {self.settings.order_burst}); retry later")
+        return reason
 
     def _state(self, order: Order, ctx: RiskContext) -> str | None:
         if ctx.halted:
@@ -125,6 +147,9 @@ class RiskChecks:
 
     def _tick(self, order: Order, ctx: RiskContext) -> str | None:
         return check_tick(order.limit_price) if order.limit_price is not None else None
+
+    def _fractional(self, order: Order, ctx: RiskContext) -> str | None:
+        return check_fractional(order, ctx.fractionable, reference_price(order, ctx.touch))
 
     def _size(self, order: Order, ctx: RiskContext) -> str | None:
         if order.qty > self._max_qty:
@@ -163,16 +188,11 @@ class RiskChecks:
         touch = ctx.touch
         if touch is None:
             return f"no quote for {order.symbol} to check the price collar" if self.settings.require_quote else None
-        if order.side == "buy" and touch.ask > 0 and order.limit_price > touch.ask * (1 + self._collar):
+        ask, bid = touch.ask, touch.bid
+        if order.side == "buy" and ask is not None and order.limit_price > ask.price * (1 + self._collar):
             return (f"buy limit {fmt(order.limit_price)} is more than {self._collar:%} above the ask "
-                    f"{fmt(touch.ask)} (price collar)")
-        if order.side == "sell" and touch.bid > 0 and order.limit_price < touch.bid * (1 - self._collar):
+                    f"{fmt(ask.price)} (price collar)")
+        if order.side == "sell" and bid is not None and order.limit_price < bid.price * (1 - self._collar):
             return (f"sell limit {fmt(order.limit_price)} is more than {self._collar:%} below the bid "
-                    f"{fmt(touch.bid)} (price collar)")
-        return None
-
-    def _rate(self, order: Order, ctx: RiskContext) -> str | None:
-        if not self._bucket.take():
-            return (f"order rate limit: more than {self.settings.order_rate:g}/s "
-                    f"(burst {self.settings.order_burst}); retry later")
+                    f"{fmt(bid.price)} (price collar)")
         return None

@@ -1,4 +1,10 @@
-"""Order and position state in Redis, written by the gateway process only.
+"""Order and position state in Redis: the one writer of ``tf:order:*``, ``tf:orders:open``,
+``tf:position:*`` and the execution events.
+
+Nothing else writes these keys: the gateway (rejections before a broker sees an
+order) and the brokers (acks, fills, cancels) both report changes through the
+methods here, named by what happened (:meth:`record`, :meth:`reject`,
+:meth:`fill`, :meth:`reject_intent`).
 
 Every change is one MULTI/EXEC: the ``tf:order:<id>`` hash, membership of
 ``tf:orders:open``, the ``tf:position:<SYMBOL>`` hash on fills, an entry on
@@ -22,7 +28,7 @@ import redis.asyncio as aioredis
 
 from core.clock import Clock
 from core.keys import Keys
-from core.orders import ZERO, Order, Position, fmt
+from core.orders import REJECTED, ZERO, Order, Position, fmt
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +117,22 @@ class OrderStore:
         order = order.evolve(updated_ns=self.clock.time_ns())
         await self._commit([(order, event)], reason=reason)
         return order
+
+    async def reject(self, order: Order, reason: str) -> Order:
+        """``order`` ends rejected with ``reason`` (before or at the broker)."""
+        return await self.record(order.evolve(status=REJECTED, reject_reason=reason), "rejected")
+
+    async def reject_intent(self, *, agent: str, kind: str, client_order_id: str, target: str, reason: str) -> None:
+        """An intent refused without an order of its own to carry the news (a reused id, a cancel of
+        someone else's order, an entry too broken to name its order): an ``intent_rejected`` event on
+        the events stream and the exec channel, and no order hash is touched."""
+        payload = {"event": "intent_rejected", "kind": kind, "agent": agent, "client_order_id": client_order_id,
+                   "target": target, "reason": reason, "updated_ns": str(self.clock.time_ns())}
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xadd(self._keys.order_events(), payload, maxlen=EVENTS_MAXLEN, approximate=True)
+        pipe.publish(self._keys.exec_channel(), json.dumps(payload, separators=(",", ":")))
+        await pipe.execute()
+        self.events_written += 1
 
     async def record_many(self, changes: Sequence[tuple[Order, str]]) -> list[Order]:
         """Several orders in one transaction (a replace ends one order and starts another)."""

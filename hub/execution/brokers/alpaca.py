@@ -28,8 +28,9 @@ from typing import Any
 import requests
 
 from core.clock import SystemClock
-from core.orders import PENDING_CANCEL, REJECTED, REPLACED, TERMINAL, ZERO, Order, Position
-from core.ratelimit import RateLimitedLog, TokenBucket
+from core.errors import OrderError
+from core.orders import PENDING_CANCEL, REPLACED, TERMINAL, ZERO, Order, Position
+from core.ratelimit import LocalRateGate, RateGate, RateLimitedLog, TokenBucket
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.store import Fill, OrderStore
@@ -45,6 +46,8 @@ with warnings.catch_warnings():  # alpaca-py 0.44's trading package imports webs
 
 log = logging.getLogger(__name__)
 RECONCILE_INTERVAL_S = 30.0
+#: Requests allowed back to back under the per-minute pace.
+PACER_BURST = 10
 STREAM_CONNECT_WAIT_S = 5.0
 
 
@@ -81,7 +84,9 @@ def _value(enum_or_str: Any) -> str:
 
 
 class AlpacaBroker:
-    def __init__(self, store: OrderStore, settings: AlpacaBrokerSettings) -> None:
+    def __init__(self, store: OrderStore, settings: AlpacaBrokerSettings, pacer: RateGate | None = None) -> None:
+        """``pacer``: the request bucket; the gateway process passes one kept in Redis, so a crash loop's
+        restarts (each reconciling) cannot add up past Alpaca's limit."""
         self._store = store
         self._settings = settings
         self._rest = TradingClient(settings.api_key, settings.secret_key, paper=True, url_override=settings.base_url)
@@ -90,7 +95,8 @@ class AlpacaBroker:
         self._stream = TradingStream(settings.api_key, settings.secret_key, paper=True,
                                      url_override=settings.trade_stream_url)
         self._stream.subscribe_trade_updates(self._on_trade_update)
-        self._pacer = TokenBucket(settings.requests_per_min / 60.0, 10, SystemClock())
+        self._pacer = pacer or LocalRateGate(TokenBucket(settings.requests_per_min / 60.0, PACER_BURST, SystemClock()))
+        self._fractionable: dict[str, bool] = {}
         self._lock = asyncio.Lock()
         self._stream_task: asyncio.Task[None] | None = None
         self._log = RateLimitedLog(log)
@@ -103,7 +109,7 @@ class AlpacaBroker:
     # plumbing ---------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        while not self._pacer.take():
+        while not await self._pacer.take():
             await asyncio.sleep(0.05)
         self.requests += 1
         try:
@@ -123,7 +129,11 @@ class AlpacaBroker:
 
     async def _send_new(self, order: Order) -> None:
         try:
-            remote = await self._call(self._rest.submit_order, _order_request(order))
+            request = _order_request(order)
+        except OrderError as e:
+            return await self._reject(order, str(e))
+        try:
+            remote = await self._call(self._rest.submit_order, request)
         except AlpacaRejected as e:
             if e.status == 422 and "client_order_id" in e.message:  # it reached Alpaca before: adopt it
                 await self._lookup(order)
@@ -134,7 +144,7 @@ class AlpacaBroker:
 
     async def _reject(self, order: Order, reason: str) -> None:
         async with self._lock:
-            await self._store.record(order.evolve(status=REJECTED, reject_reason=reason), "rejected")
+            await self._store.reject(order, reason)
 
     async def _lookup(self, order: Order) -> bool:
         """Refresh ``order`` from Alpaca by client_order_id; False if Alpaca has never seen it."""
@@ -189,6 +199,19 @@ class AlpacaBroker:
             return
         await self._apply_remote(new.client_order_id, remote)
         await self._mark(old.client_order_id, REPLACED, replaced_by=new.client_order_id)
+
+    async def fractionable(self, symbol: str) -> bool:
+        """The asset's ``fractionable`` flag, asked once per symbol and process (GET /v2/assets/{symbol})."""
+        if symbol not in self._fractionable:
+            try:
+                asset = await self._call(self._rest.get_asset, symbol)
+            except AlpacaRejected as e:
+                if e.status != 404:
+                    raise BrokerUnavailable(e.reason) from None
+                self._fractionable[symbol] = False  # unknown asset: the order itself will be refused too
+            else:
+                self._fractionable[symbol] = bool(getattr(asset, "fractionable", False))
+        return self._fractionable[symbol]
 
     async def cancel_all(self, orders: Sequence[Order]) -> None:
         if {o.client_order_id for o in orders} != set(self._store.open):
@@ -314,10 +337,11 @@ class AlpacaBroker:
 def _order_request(order: Order) -> LimitOrderRequest | MarketOrderRequest:
     common = {"symbol": order.symbol, "qty": float(order.qty), "side": OrderSide(order.side),
               "time_in_force": TimeInForce(order.time_in_force), "client_order_id": order.client_order_id}
-    if order.order_type == "limit":
-        assert order.limit_price is not None
-        return LimitOrderRequest(limit_price=float(order.limit_price), **common)
-    return MarketOrderRequest(**common)
+    if order.order_type == "market":
+        return MarketOrderRequest(**common)
+    if order.limit_price is None:  # decode_intent guarantees one; a damaged stored order must not pass
+        raise OrderError(f"limit order {order.client_order_id} has no limit price")
+    return LimitOrderRequest(limit_price=float(order.limit_price), **common)
 
 
 #: Early statuses in the order Alpaca moves through them; a REST answer can arrive after the stream's news.

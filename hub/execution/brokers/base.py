@@ -40,6 +40,9 @@ class Broker(Protocol):
     async def cancel_all(self, orders: Sequence[Order]) -> None:
         """Cancel these orders (all of the account's open orders when the list is the whole book)."""
 
+    async def fractionable(self, symbol: str) -> bool:
+        """Whether the broker trades fractional shares of ``symbol`` (asked only for fractional orders)."""
+
     async def close(self) -> None: ...
 
     def status(self) -> Mapping[str, str | int | float]: ...

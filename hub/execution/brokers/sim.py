@@ -45,6 +45,8 @@ class SimBrokerSettings:
     sim_fee_bps: float = option(0.0, help="sim broker: fee in basis points of filled notional")
     sim_latency_ns: int = option(0, key="sim_latency", duration=True,
                                  help="sim broker: delay before an accepted order can trade")
+    sim_whole_shares: tuple[str, ...] = option((), help="sim broker: symbols traded in whole shares only "
+                                                        "(every other symbol is fractionable, as most at Alpaca)")
 
     def __post_init__(self) -> None:
         if self.sim_fee_per_share < 0 or self.sim_fee_bps < 0:
@@ -129,14 +131,16 @@ class SimBroker:
         async with self._lock:
             current = self._store.open.get(old.client_order_id)
             if current is None:  # filled meanwhile: the replacement has nothing left to replace
-                await self._store.record(new.evolve(status="rejected", reject_reason=(
-                    f"cannot replace {old.client_order_id}: it is no longer open")), "rejected")
+                await self._store.reject(new, f"cannot replace {old.client_order_id}: it is no longer open")
                 return
             _, accepted = await self._store.record_many([
                 (current.evolve(status=REPLACED, replaced_by=new.client_order_id), "replaced"),
                 (new.evolve(status=NEW), "new")])
             self._resting.discard(old.client_order_id)
             await self._on_arrival(accepted)
+
+    async def fractionable(self, symbol: str) -> bool:
+        return symbol not in self._settings.sim_whole_shares
 
     async def cancel_all(self, orders: Sequence[Order]) -> None:
         async with self._lock:
