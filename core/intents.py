@@ -50,6 +50,8 @@ MAX_VALUE_CHARS = 256
 #: Decimal strings longer than this are refused before parsing.
 MAX_NUMBER_CHARS = 40
 TS_NS = re.compile(r"^[0-9]{1,19}$")
+#: Numbers are plain ASCII decimals, as encode_intent writes them: no sign, exponent, spaces or NaN.
+PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 class IntentError(ValueError):
@@ -98,6 +100,9 @@ def _number(fields: Mapping[str, str], name: str, required: bool, limit: Decimal
         return None
     if len(text) > MAX_NUMBER_CHARS:
         raise IntentError(f"{name} is longer than {MAX_NUMBER_CHARS} characters")
+    if not PLAIN_DECIMAL.match(text):
+        raise IntentError(f"{name} {text[:MAX_NUMBER_CHARS]!r} is not a plain decimal (digits and an optional "
+                          "fraction, e.g. 12.5; no sign, exponent or spaces)")
     try:
         value = to_decimal(text, name)
     except ValueError as e:

@@ -46,7 +46,7 @@ from core.keys import Keys
 from core.orders import PENDING_CANCEL, PENDING_NEW, Intent, Order
 from core.prices import BidAsk
 from core.ratelimit import RateLimitedLog
-from core.ticks import is_fractional
+from core.ticks import MAX_PRICE, is_fractional
 from hub.execution.brokers.base import Broker, BrokerUnavailable
 from hub.execution.policy import (
     operator_refusal,
@@ -414,9 +414,13 @@ def _replace_refusal(intent: Intent, old: Order | None) -> str | None:
 
 
 def _touch(reply: list[str | None]) -> BidAsk | None:
+    """The latest quote's touch; None when missing or absurd (the hash is input like any other)."""
     bid, ask = reply
     try:
-        return BidAsk.from_prices(Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
+        prices = (Decimal(bid), Decimal(ask)) if bid is not None and ask is not None else None
+        if prices is None or not all(p.is_finite() and p <= MAX_PRICE for p in prices):
+            return None
+        return BidAsk.from_prices(*prices)
     except ArithmeticError:
         return None
 

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 
 #: Approximate length the execution-event stream is trimmed to.
 EVENTS_MAXLEN = 100_000
+#: Rejection reasons are cut to this length (a damaged value can format to megabytes).
+MAX_REASON_CHARS = 500
+
+
+def _short(reason: str) -> str:
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +126,14 @@ class OrderStore:
 
     async def reject(self, order: Order, reason: str) -> Order:
         """``order`` ends rejected with ``reason`` (before or at the broker)."""
-        return await self.record(order.evolve(status=REJECTED, reject_reason=reason), "rejected")
+        return await self.record(order.evolve(status=REJECTED, reject_reason=_short(reason)), "rejected")
 
     async def reject_intent(self, *, agent: str, kind: str, client_order_id: str, target: str, reason: str) -> None:
         """An intent refused without an order of its own to carry the news (a reused id, a cancel of
         someone else's order, an entry too broken to name its order): an ``intent_rejected`` event on
         the events stream and the exec channel, and no order hash is touched."""
         payload = {"event": "intent_rejected", "kind": kind, "agent": agent, "client_order_id": client_order_id,
-                   "target": target, "reason": reason, "updated_ns": str(self.clock.time_ns())}
+                   "target": target, "reason": _short(reason), "updated_ns": str(self.clock.time_ns())}
         pipe = self._client.pipeline(transaction=True)
         pipe.xadd(self._keys.order_events(), payload, maxlen=EVENTS_MAXLEN, approximate=True)
         pipe.publish(self._keys.exec_channel(), json.dumps(payload, separators=(",", ":")))
