@@ -4,6 +4,7 @@ still become orders."""
 
 from __future__ import annotations
 
+import contextlib
 import string
 from collections.abc import Mapping
 from decimal import Decimal
@@ -102,7 +103,8 @@ def test_a_table_of_extremes_ends_in_orders_or_rejections_and_the_gateway_stays_
                 assert on_tick_grid(price) and order["symbol"] == "AAPL", coid
     assert len(unnamed) == sum(1 for e in entries if not CLIENT_ORDER_ID.match(str(e.get("client_order_id", ""))))
     for name, value, words in (("limit_price", "1e30", "not a plain decimal"), ("qty", "", "missing qty"),
-                               ("qty", "9" * 39, "above the largest"), ("limit_price", "1000000.01", "above the largest"),
+                               ("qty", "9" * 39, "above the largest"),
+                               ("limit_price", "1000000.01", "above the largest"),
                                ("qty", "0.0000000001", "more than 9 decimals"), ("qty", "-0", "not a plain decimal"),
                                ("qty", "0", "must be > 0"), ("limit_price", "100.001", "off the tick grid"),
                                ("limit_price", "0.12345", "4 decimals below $1"), ("qty", "1" * 300, "longer than")):
@@ -157,7 +159,7 @@ def entry_strategy() -> st.SearchStrategy[dict[bytes, bytes]]:
                      st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=20).map(str.encode))
 
 
-@settings(max_examples=2000, deadline=None, database=None)
+@settings(max_examples=1000, deadline=None, database=None)
 @given(st.dictionaries(st.sampled_from(FIELDS), st.one_of(st.sampled_from(NUMBERS + TEXTS), st.text(max_size=50)),
                        max_size=12))
 def test_decode_intent_raises_only_intent_error_and_bounds_every_number(fields: dict[str, str]) -> None:
@@ -172,7 +174,5 @@ def test_decode_intent_raises_only_intent_error_and_bounds_every_number(fields: 
 
 @given(st.dictionaries(st.binary(max_size=300), st.binary(max_size=300), max_size=40))
 def test_decode_entry_raises_only_intent_error(raw: dict[bytes, bytes]) -> None:
-    try:
+    with contextlib.suppress(IntentError):
         decode_entry(raw)
-    except IntentError:
-        pass
