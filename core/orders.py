@@ -60,7 +60,15 @@ def fmt(value: Decimal | None) -> str:
 
 
 def _opt_decimal(text: str | None) -> Decimal | None:
-    return Decimal(text) if text else None
+    return _finite(text) if text else None
+
+
+def _finite(text: str | None) -> Decimal:
+    """A stored number; a damaged hash (NaN, inf) raises ValueError rather than poisoning arithmetic later."""
+    value = Decimal(text or 0)
+    if not value.is_finite():
+        raise ValueError(f"stored number {text!r} is not finite")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,13 +128,13 @@ class Order:
             raise ValueError(f"bad side/type {side!r}/{order_type!r}")
         return cls(
             client_order_id=fields["client_order_id"], agent=fields.get("agent", ""), symbol=fields["symbol"],
-            side=side, order_type=order_type, qty=Decimal(fields["qty"]),  # type: ignore[arg-type]
+            side=side, order_type=order_type, qty=_finite(fields["qty"]),  # type: ignore[arg-type]
             limit_price=_opt_decimal(fields.get("limit_price")), time_in_force=fields.get("time_in_force", "day"),
-            status=fields["status"], filled_qty=Decimal(fields.get("filled_qty") or 0),
+            status=fields["status"], filled_qty=_finite(fields.get("filled_qty")),
             filled_avg_price=_opt_decimal(fields.get("filled_avg_price")),
             reject_reason=fields.get("reject_reason", ""), created_ns=int(fields.get("created_ns") or 0),
             updated_ns=int(fields.get("updated_ns") or 0), broker_order_id=fields.get("broker_order_id", ""),
-            fees=Decimal(fields.get("fees") or 0), replaces=fields.get("replaces", ""),
+            fees=_finite(fields.get("fees")), replaces=fields.get("replaces", ""),
             replaced_by=fields.get("replaced_by", ""),
         )
 

@@ -180,3 +180,20 @@ async def test_kill_9_mid_stream_loses_and_duplicates_no_alpaca_order(
     stats = stand_in.stats()
     assert (stats["orders"], stats["duplicate_submits"]) == (total, 0)
     assert count_orders(sync_redis) == total
+
+
+async def test_fractional_orders_follow_the_assets_fractionable_flag(processes: ProcessGroup, stand_in: StandIn,
+                                                                    trading: TradingClient,
+                                                                    aredis: aioredis.Redis) -> None:
+    for symbol in ("AAPL", "WHOLE"):
+        await aredis.hset(Keys().latest_quote(symbol), mapping={"bid": "99.99", "ask": "100.01", "bid_size": "100",
+                                                              "ask_size": "100", "ts_ns": "1"})
+    start_gateway(processes, stand_in)
+    half = await trading.submit_market("AAPL", "buy", "0.5")
+    assert (await trading.wait_for(half, {"new", "accepted", "rejected"}, timeout_s=10)).status == "new"
+    again = await trading.submit_market("AAPL", "buy", "0.25")
+    assert (await trading.wait_for(again, {"new", "rejected"}, timeout_s=10)).status == "new"
+    whole = await trading.submit_market("WHOLE", "buy", "0.5")
+    order = await trading.wait_for(whole, timeout_s=10)
+    assert order.status == "rejected" and "not fractionable" in order.reject_reason
+    assert stand_in.stats()["asset_lookups"] == 2  # once per symbol, then from the gateway's memory

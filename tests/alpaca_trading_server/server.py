@@ -124,6 +124,8 @@ class Server:
             if method == "PATCH":
                 return 200, account.replace(order_id, payload)
             return 200, account.get(order_id)
+        if path.startswith("/v2/assets/"):
+            return 200, account.asset(path.rsplit("/", 1)[1])
         if path == "/v2/positions":
             return 200, [account.position_json(s) for s in sorted(account.positions)]
         if path == "/v2/account":

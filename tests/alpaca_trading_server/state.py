@@ -51,8 +51,9 @@ class Account:
         self.buying_power = Decimal(1_000_000)
         self.rate_limit_per_min = 10_000
         self.untradable = {"ZZZZ"}
+        self.whole_shares = {"WHOLE"}  # not fractionable (GET /v2/assets/WHOLE says so)
         self.requests: deque[float] = deque()
-        self.stats = {"requests": 0, "submits": 0, "duplicate_submits": 0, "rejected": 0}
+        self.stats = {"requests": 0, "submits": 0, "duplicate_submits": 0, "rejected": 0, "asset_lookups": 0}
 
     # checks ------------------------------------------------------------------------
 
@@ -87,6 +88,15 @@ class Account:
             if body["side"] == "buy" and qty * price > self.buying_power:
                 raise ApiError(403, 40310000, "insufficient buying power")
         return qty, price
+
+    def asset(self, symbol: str) -> dict[str, Any]:
+        """GET /v2/assets/{symbol}: symbols in ``whole_shares`` are not fractionable."""
+        self.stats["asset_lookups"] += 1
+        if symbol in self.untradable:
+            raise ApiError(404, 40410000, f"asset not found for {symbol}")
+        return {"id": str(uuid.uuid4()), "class": "us_equity", "exchange": "NASDAQ", "symbol": symbol,
+                "name": symbol, "status": "active", "tradable": True, "marginable": True, "shortable": True,
+                "easy_to_borrow": True, "fractionable": symbol not in self.whole_shares}
 
     # orders ------------------------------------------------------------------------
 
