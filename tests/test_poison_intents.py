@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from core.intents import CLIENT_ORDER_ID, IntentError, decode_entry, decode_intent
 from core.ticks import MAX_PRICE, MAX_QTY, decimals, on_tick_grid
-from tests.helpers import ProcessGroup, eventually
+from tests.execution_helpers import sim_stack
+from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import set_quote, start_gateway
 
 STREAM = "tf:orders:intents"
@@ -176,3 +177,27 @@ def test_decode_intent_raises_only_intent_error_and_bounds_every_number(fields: 
 def test_decode_entry_raises_only_intent_error(raw: dict[bytes, bytes]) -> None:
     with contextlib.suppress(IntentError):
         decode_entry(raw)
+
+
+async def test_a_failure_after_the_order_was_recorded_leaves_that_orders_state(redis_url: str) -> None:
+    async with sim_stack(redis_url) as stack:
+        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
+
+        async def broken_arrival(order: object) -> None:
+            raise RuntimeError("matching failed")
+
+        stack.broker._on_arrival = broken_arrival  # type: ignore[method-assign, assignment]
+        trading = stack.trading()
+        coid = await trading.submit_limit("AAPL", "buy", 1, "99")
+        assert (await trading.wait_for(coid, {"new"})).status == "new"
+        await eventually_async(lambda: _true(stack.gateway.stats.poison == 1), timeout_s=5)
+        assert trading.rejection(coid) is None
+        events = [f["event"] for _, f in await stack.client.xrange("tf:orders:events")]
+        assert "intent_rejected" not in events
+        del stack.broker._on_arrival
+        later = await trading.submit_limit("AAPL", "buy", 1, "99")
+        assert (await trading.wait_for(later, {"new"})).status == "new"
+
+
+async def _true(value: bool) -> bool:
+    return value

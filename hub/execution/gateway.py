@@ -186,11 +186,21 @@ class Gateway:
         # The type only: an exception's text may carry more than every agent should read.
         reason = f"internal error while handling the intent ({type(error).__name__}); rejected, not retried"
         try:
+            if intent is not None and await self._order_of(intent) is not None:
+                return  # it failed after its order was recorded: that order's state is the truth, not a rejection
             await self._reject_fields(fields, reason)
         except TRANSIENT:
             raise
         except Exception as e:  # even the rejection failed: the entry is still acknowledged
             self._bad_log.error("poison-reject", "could not record the rejection of a poison intent", exc_info=e)
+
+    async def _order_of(self, intent: Intent) -> Order | None:
+        """The stored order this very intent created, if any (same id and parameters)."""
+        if intent.kind not in ("submit", "replace") or not intent.client_order_id:
+            return None
+        order = await self._store.get(intent.client_order_id)
+        differ = submit_difference if intent.kind == "submit" else replace_difference
+        return order if order is not None and differ(intent, order) is None else None
 
     async def _decode(self, raw: RawEntry, operator: bool) -> Intent | None:
         try:
