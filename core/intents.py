@@ -140,8 +140,6 @@ def decode_intent(fields: Mapping[str, str]) -> Intent:
     if fields.get("v") != INTENT_VERSION:
         raise IntentError(f"unsupported intent version {fields.get('v', '')[:20]!r}")
     kind, agent = fields.get("kind", ""), fields.get("agent", "")
-    if kind not in KINDS:
-        raise IntentError(f"unknown intent kind {kind[:20]!r}; expected one of {', '.join(KINDS)}")
     if not AGENT_NAME.match(agent):
         raise IntentError(f"agent {agent[:40]!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
     ts_text = fields.get("ts_ns", "")
@@ -149,17 +147,21 @@ def decode_intent(fields: Mapping[str, str]) -> Intent:
     symbol = fields.get("symbol", "")
     if symbol and not SYMBOL.match(symbol):
         raise IntentError(f"symbol {symbol[:40]!r} must be 1-32 characters of A-Z 0-9 . - /")
-    if kind == "cancel":
-        return Intent("cancel", agent, target=_coid(fields, "target"), ts_ns=ts_ns)
-    if kind == "cancel_all":
-        return Intent("cancel_all", agent, symbol=symbol, ts_ns=ts_ns)
-    if kind == "replace":
-        qty, price = _qty(fields, False), _price(fields, False)
-        if qty is None and price is None:
-            raise IntentError("replace needs qty and/or limit_price")
-        return Intent("replace", agent, client_order_id=_coid(fields, "client_order_id"),
-                      target=_coid(fields, "target"), qty=qty, limit_price=price, ts_ns=ts_ns)
-    return _decode_submit(fields, agent, symbol, ts_ns)
+    match kind:
+        case "submit":
+            return _decode_submit(fields, agent, symbol, ts_ns)
+        case "cancel":
+            return Intent("cancel", agent, target=_coid(fields, "target"), ts_ns=ts_ns)
+        case "cancel_all":
+            return Intent("cancel_all", agent, symbol=symbol, ts_ns=ts_ns)
+        case "replace":
+            qty, price = _qty(fields, False), _price(fields, False)
+            if qty is None and price is None:
+                raise IntentError("replace needs qty and/or limit_price")
+            return Intent("replace", agent, client_order_id=_coid(fields, "client_order_id"),
+                          target=_coid(fields, "target"), qty=qty, limit_price=price, ts_ns=ts_ns)
+        case _:
+            raise IntentError(f"unknown intent kind {kind[:20]!r}; expected one of {', '.join(KINDS)}")
 
 
 def _decode_submit(fields: Mapping[str, str], agent: str, symbol: str, ts_ns: int) -> Intent:

@@ -9,10 +9,10 @@ idempotent by ``client_order_id``: an intent whose order already exists is not
 sent again (an order left ``pending_new`` by a crash is resumed by asking the
 broker), so a replay never creates a second order.
 
-Poison never stops the stream: an entry that cannot be decoded, or whose handling
-raises anything but a lost Redis connection, is rejected with a reason (an order
-state or an ``intent_rejected`` event), acknowledged, counted, and the gateway goes
-on with the next one. See docs/order-safety.md.
+Poison never stops the stream: :mod:`hub.execution.intake` reads and decodes the
+entries and rejects, acknowledges and counts any entry that does not decode or
+whose handling here raises (anything but a lost Redis connection); the gateway
+goes on with the next one. See docs/order-safety.md.
 """
 
 from __future__ import annotations
@@ -21,67 +21,37 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TypeVar, assert_never
+from typing import assert_never
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.clock import Clock
-from core.intents import (
-    AGENT_NAME,
-    CLIENT_ORDER_ID,
-    KINDS,
-    SYMBOL,
-    IntentError,
-    decode_entry,
-    decode_intent,
-    lossy_entry,
-)
+from core.intents import IntentError
 from core.keys import Keys
 from core.orders import PENDING_CANCEL, PENDING_NEW, Intent, Order
 from core.prices import BidAsk
 from core.ratelimit import RateLimitedLog
 from core.ticks import MAX_PRICE, is_fractional
 from hub.execution.brokers.base import Broker, BrokerUnavailable
+from hub.execution.intake import GROUP, Intake
 from hub.execution.policy import (
-    operator_refusal,
     ownership_refusal,
     replace_difference,
     reuse_reason,
     submit_difference,
 )
 from hub.execution.risk import RiskChecks, RiskContext
+from hub.execution.stats import GatewayStats
 from hub.execution.store import OrderStore
 
 log = logging.getLogger(__name__)
 
-GROUP = "gateway"
+__all__ = ["GROUP", "Gateway", "GatewayStats"]
+
 #: A cancel-all that has not emptied the book is sent again after this long.
 CANCEL_RETRY_NS = 2_000_000_000
 MAX_BACKOFF_S = 5.0
-#: Losing Redis is not the intent's fault: the gateway exits, the entry stays pending and is replayed.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError)
-RawEntry = Mapping[bytes, bytes]
-T = TypeVar("T")
-
-
-@dataclass
-class GatewayStats:
-    intents: int = 0
-    submitted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    reused_ids: int = 0
-    refused: int = 0
-    bad_intents: int = 0
-    poison: int = 0
-    replayed: int = 0
-    ack_latency_ns: list[int] = field(default_factory=list)
 
 
 class Gateway:
@@ -89,19 +59,17 @@ class Gateway:
                  clock: Clock, *, raw_client: aioredis.Redis, consumer: str = "gateway", batch: int = 100,
                  poll_ns: int = 100_000_000) -> None:
         self._client = client
-        self._raw = raw_client  # intents are read as bytes: one non-UTF-8 entry must not fail a whole read
         self._keys = keys
         self._store = store
         self._broker = broker
         self._risk = risk
         self._clock = clock
-        self._consumer = consumer
-        self._batch = batch
         self._poll_ns = poll_ns
-        self._streams = (keys.order_intents(), keys.operator_intents())
         self.halted = False
         self.reduce_only = False
         self.stats = GatewayStats()
+        self._intake = Intake(raw_client, keys, store, clock, self.stats, self, consumer=consumer, batch=batch,
+                              poll_ns=poll_ns)
         self._last_cancel_all_ns = -CANCEL_RETRY_NS
         self._bad_log = RateLimitedLog(log)
         self._absent: set[str] = set()  # order ids of the current batch known not to exist yet
@@ -110,115 +78,20 @@ class Gateway:
     # lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        for stream in self._streams:
-            try:
-                await self._client.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+        await self._intake.create_groups()
         await self._store.load()
         await self._broker.start()
         await self.refresh_state()
 
     async def run_intake(self, stop: asyncio.Event) -> None:
         """Handle pending intents left by a previous run, then new ones, until ``stop``."""
-        for stream in self._streams:
-            await self._drain_pending(stream)
-        while not stop.is_set():
-            reply = await self._raw.xreadgroup(GROUP, self._consumer, dict.fromkeys(self._streams, ">"),
-                                               count=self._batch, block=max(self._poll_ns // 1_000_000, 1))
-            for stream, entries in reply or ():
-                await self._handle_batch(_text(stream), entries)
+        await self._intake.run(stop)
 
-    async def _drain_pending(self, stream: str) -> None:
-        start: str | bytes = "0-0"
-        while True:  # entries another consumer name left pending become ours
-            result = await self._raw.xautoclaim(stream, GROUP, self._consumer, min_idle_time=0,
-                                                start_id=start, count=self._batch)
-            start = result[0]
-            if start in ("0-0", b"0-0"):
-                break
-        while True:
-            reply = await self._raw.xreadgroup(GROUP, self._consumer, {stream: "0"}, count=self._batch)
-            entries = reply[0][1] if reply else []
-            if not entries:
-                return
-            self.stats.replayed += len(entries)
-            log.info("handling %d intents left pending on %s by a previous run", len(entries), stream)
-            await self._handle_batch(stream, entries)
-
-    async def _handle_batch(self, stream: str, entries: Sequence[tuple[bytes, RawEntry | None]]) -> None:
-        operator = stream == self._keys.operator_intents()
-        decoded: list[tuple[RawEntry, Intent]] = []
-        for _, raw in entries:
-            if raw is None:  # trimmed away while pending: nothing left to handle
-                continue
-            self.stats.intents += 1
-            intent = await self._contained(raw, None, self._decode(raw, operator))
-            if intent is not None:
-                decoded.append((raw, intent))
-        try:
-            await self._prefetch([intent for _, intent in decoded])
-        except TRANSIENT:
-            raise
-        except Exception as e:  # without the prefetch every intent looks its state up itself
-            self._absent, self._touches = set(), {}
-            self._bad_log.error("prefetch", "batch prefetch failed; handling the batch without it", exc_info=e)
-        for raw, intent in decoded:
-            await self._contained(raw, intent, self._handle_until_done(intent, operator))
-        await self._raw.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
-
-    async def _contained(self, raw: RawEntry, intent: Intent | None, work: Awaitable[T]) -> T | None:
-        """Run ``work`` for one entry; anything it raises (but losing Redis) rejects that entry only."""
-        try:
-            return await work
-        except TRANSIENT:
-            raise
-        except Exception as e:  # the poison boundary: one entry's failure must never stop the stream
-            await self._poison(raw, intent, e)
-            return None
-
-    async def _poison(self, raw: RawEntry, intent: Intent | None, error: Exception) -> None:
-        self.stats.poison += 1
-        fields = lossy_entry(raw)
-        self._bad_log.error("poison", "intent %s raised %s; rejected, acknowledged, going on", _summary(fields),
-                            type(error).__name__, exc_info=error)
-        # The type only: an exception's text may carry more than every agent should read.
-        reason = f"internal error while handling the intent ({type(error).__name__}); rejected, not retried"
-        try:
-            if intent is not None and await self._order_of(intent) is not None:
-                return  # it failed after its order was recorded: that order's state is the truth, not a rejection
-            await self._reject_fields(fields, reason)
-        except TRANSIENT:
-            raise
-        except Exception as e:  # even the rejection failed: the entry is still acknowledged
-            self._bad_log.error("poison-reject", "could not record the rejection of a poison intent", exc_info=e)
-
-    async def _order_of(self, intent: Intent) -> Order | None:
-        """The stored order this very intent created, if any (same id and parameters)."""
-        if intent.kind not in ("submit", "replace") or not intent.client_order_id:
-            return None
-        order = await self._store.get(intent.client_order_id)
-        differ = submit_difference if intent.kind == "submit" else replace_difference
-        return order if order is not None and differ(intent, order) is None else None
-
-    async def _decode(self, raw: RawEntry, operator: bool) -> Intent | None:
-        try:
-            intent = decode_intent(decode_entry(raw))
-            refusal = operator_refusal(intent, on_operator_stream=operator)
-            if refusal is not None:
-                raise IntentError(refusal)
-            return intent
-        except IntentError as e:
-            self.stats.bad_intents += 1
-            fields = lossy_entry(raw)
-            self._bad_log.warning("intent", "bad intent (%s): %s", e, _summary(fields))
-            await self._reject_fields(fields, f"malformed intent: {e}")
-            return None
-
-    async def _prefetch(self, batch: list[Intent]) -> None:
+    async def prepare(self, batch: list[Intent]) -> None:
         """One round trip per batch: the kill switch (it applies to every intent read after it was set),
-        which order ids are new, and the latest touch of each symbol (at most one batch old)."""
+        which order ids are new, and the latest touch of each symbol (at most one batch old). If it fails,
+        both stay empty and each intent reads its own state."""
+        self._absent, self._touches = set(), {}
         coids = [i.client_order_id for i in batch]
         symbols = sorted({i.symbol for i in batch if i.symbol})
         pipe = self._client.pipeline(transaction=False)
@@ -233,7 +106,8 @@ class Gateway:
         self._absent = {c for c, e in zip(coids, exists, strict=True) if c and not e and c not in self._store.open}
         self._touches = {s: _touch(r) for s, r in zip(symbols, results[1 + len(coids):], strict=True)}
 
-    async def _handle_until_done(self, intent: Intent, operator: bool) -> None:
+    async def handle_until_done(self, intent: Intent, operator: bool) -> None:
+        """Handle one intent, retrying while the broker is unreachable (the intent stays pending)."""
         delay_s = 0.1
         while True:
             try:
@@ -267,22 +141,6 @@ class Gateway:
         samples.append(time.time_ns() - sent_ns)
         if len(samples) > 10_000:
             del samples[:5_000]
-
-    async def _reject_fields(self, fields: Mapping[str, str], reason: str) -> None:
-        """Tell the sender: a rejected order when the entry names a new one, else an intent_rejected event."""
-        coid, kind = fields.get("client_order_id", ""), fields.get("kind", "")
-        coid = coid if CLIENT_ORDER_ID.match(coid) else ""
-        agent = fields.get("agent", "") if AGENT_NAME.match(fields.get("agent", "")) else "?"
-        if kind in ("submit", "replace") and coid and not await self._store.exists(coid):
-            symbol = fields.get("symbol", "") if SYMBOL.match(fields.get("symbol", "")) else "?"
-            order = Order(client_order_id=coid, agent=agent, symbol=symbol,
-                          side="sell" if fields.get("side") == "sell" else "buy", order_type="limit",
-                          qty=Decimal(0), limit_price=None, created_ns=self._clock.time_ns())
-            await self._store.reject(order, reason)
-            return
-        target = fields.get("target", "")
-        await self._store.reject_intent(agent=agent, kind=kind if kind in KINDS else "?", client_order_id=coid,
-                                        target=target if CLIENT_ORDER_ID.match(target) else "", reason=reason)
 
     async def _refuse(self, intent: Intent, reason: str) -> None:
         await self._store.reject_intent(agent=intent.agent, kind=intent.kind, client_order_id=intent.client_order_id,
@@ -433,13 +291,3 @@ def _touch(reply: list[str | None]) -> BidAsk | None:
         return BidAsk.from_prices(*prices)
     except ArithmeticError:
         return None
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _summary(fields: Mapping[str, str]) -> str:
-    """An entry for a log line: short, and with every control character escaped by repr."""
-    text = repr(dict(fields))
-    return text if len(text) <= 300 else text[:300] + "...}"
