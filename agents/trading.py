@@ -74,6 +74,7 @@ class TradingClient:
         self._subscribed = asyncio.Event()
         self._sent: dict[str, Intent] = {}  # client_order_id -> the submit/replace this client sent with it
         self._rejections: dict[str, str] = {}  # client_order_id or cancel target -> the gateway's reason
+        self._sent_ns: dict[str, int] = {}  # the same key -> ts_ns of this client's last intent for it
 
     def new_client_order_id(self) -> str:
         """Unique across restarts (random per client) and readable (agent name first)."""
@@ -121,6 +122,7 @@ class TradingClient:
         if intent.client_order_id:
             _remember(self._sent, intent.client_order_id, intent)
         stamped = dataclasses.replace(intent, ts_ns=self._clock.time_ns())
+        _remember(self._sent_ns, key, stamped.ts_ns)
         await self._client.xadd(self._keys.order_intents(), encode_intent(stamped), maxlen=INTENTS_MAXLEN,
                                 approximate=True)
 
@@ -272,8 +274,8 @@ class TradingClient:
         if fields.get("agent") != self.agent_name:
             return
         key = str(fields.get("client_order_id") or fields.get("target") or "")
-        if not key:
-            return
+        if not key or str(self._sent_ns.get(key)) != str(fields.get("intent_ts_ns")):
+            return  # not this client's intent (another client of the same agent, or an older one)
         _remember(self._rejections, key, str(fields.get("reason", "")))
         waiter = self._waiters.get(key)
         if waiter is not None:

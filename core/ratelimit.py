@@ -58,10 +58,17 @@ class TokenBucket:
         self._tokens -= 1.0
         return True
 
+    def give_back(self, count: int) -> None:
+        """Return tokens taken but not used (never above ``burst``)."""
+        self._tokens = min(self._burst, self._tokens + count)
+
 
 class RateGate(Protocol):
-    async def take(self) -> bool:
-        """True if one more request may go now (and count it); False when the bucket is empty."""
+    async def take(self, count: int = 1) -> int:
+        """Take up to ``count`` tokens; how many were granted (0 when the bucket is empty)."""
+
+    async def give_back(self, count: int) -> None:
+        """Return tokens taken but not used."""
 
 
 class LocalRateGate:
@@ -70,17 +77,25 @@ class LocalRateGate:
     def __init__(self, bucket: TokenBucket) -> None:
         self._bucket = bucket
 
-    async def take(self) -> bool:
-        return self._bucket.take()
+    async def take(self, count: int = 1) -> int:
+        granted = 0
+        while granted < count and self._bucket.take():
+            granted += 1
+        return granted
+
+    async def give_back(self, count: int) -> None:
+        self._bucket.give_back(count)
 
 
 # Redis's own clock (TIME) is used so every process and every restart refills from the same
 # timeline; the hash expires once it would be full anyway, so an idle bucket leaves no key.
+# ARGV: rate per second, burst, expiry in ms, tokens wanted (negative: tokens given back).
 _TAKE = """
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rate_per_us = tonumber(ARGV[1]) / 1000000
 local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts_us')
 local tokens, ts_us = tonumber(state[1]), tonumber(state[2])
 if tokens == nil or ts_us == nil then
@@ -90,14 +105,16 @@ if now_us > ts_us then
   tokens = math.min(burst, tokens + (now_us - ts_us) * rate_per_us)
   ts_us = now_us
 end
-local taken = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  taken = 1
+local granted = 0
+if want > 0 then
+  granted = math.min(want, math.floor(tokens))
+  tokens = tokens - granted
+else
+  tokens = math.min(burst, tokens - want)
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts_us', string.format('%.0f', ts_us))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return taken
+return granted
 """
 
 
@@ -115,5 +132,13 @@ class RedisTokenBucket:
         self._burst = burst
         self._ttl_ms = math.ceil(burst / rate_per_s * 1000) + 1000
 
-    async def take(self) -> bool:
-        return bool(await self._script(keys=[self._key], args=[repr(self._rate_per_s), self._burst, self._ttl_ms]))
+    async def take(self, count: int = 1) -> int:
+        return await self._run(count) if count > 0 else 0
+
+    async def give_back(self, count: int) -> None:
+        if count > 0:
+            await self._run(-count)
+
+    async def _run(self, want: int) -> int:
+        return int(await self._script(keys=[self._key], args=[repr(self._rate_per_s), self._burst, self._ttl_ms,
+                                                               want]))

@@ -158,6 +158,10 @@ async def test_the_redis_bucket_is_atomic_across_clients_and_refills_at_its_rate
         buckets = [RedisTokenBucket(c, "tf:risk:test_bucket", rate_per_s=0.001, burst=10) for c in clients]
         taken = await asyncio.gather(*(b.take() for b in buckets for _ in range(20)))
         assert sum(taken) == 10
+        batch = RedisTokenBucket(clients[0], "tf:risk:batch_bucket", rate_per_s=0.001, burst=3)
+        assert await batch.take(5) == 3  # a batch's reservation: what is there
+        await batch.give_back(2)  # the batch used one
+        assert await batch.take(5) == 2 and await batch.take() == 0
         fast = RedisTokenBucket(clients[0], "tf:risk:fast_bucket", rate_per_s=50.0, burst=1)
         assert await fast.take() and not await fast.take()
         started = time.monotonic()

@@ -92,6 +92,7 @@ class Gateway:
         which order ids are new, and the latest touch of each symbol (at most one batch old). If it fails,
         both stay empty and each intent reads its own state."""
         self._absent, self._touches = set(), {}
+        await self._risk.reserve(sum(1 for i in batch if i.kind in ("submit", "replace")))
         coids = [i.client_order_id for i in batch]
         symbols = sorted({i.symbol for i in batch if i.symbol})
         pipe = self._client.pipeline(transaction=False)
@@ -105,6 +106,10 @@ class Gateway:
         exists = results[1:1 + len(coids)]
         self._absent = {c for c, e in zip(coids, exists, strict=True) if c and not e and c not in self._store.open}
         self._touches = {s: _touch(r) for s, r in zip(symbols, results[1 + len(coids):], strict=True)}
+
+    async def finish(self) -> None:
+        """After a batch: order-rate tokens reserved for it and not used go back to the bucket."""
+        await self._risk.release()
 
     async def handle_until_done(self, intent: Intent, operator: bool) -> None:
         """Handle one intent, retrying while the broker is unreachable (the intent stays pending)."""
@@ -144,7 +149,7 @@ class Gateway:
 
     async def _refuse(self, intent: Intent, reason: str) -> None:
         await self._store.reject_intent(agent=intent.agent, kind=intent.kind, client_order_id=intent.client_order_id,
-                                        target=intent.target, reason=reason)
+                                        target=intent.target, reason=reason, intent_ts_ns=intent.ts_ns)
 
     async def _existing(self, client_order_id: str) -> Order | None:
         if client_order_id in self._absent:

@@ -29,6 +29,7 @@ from core.intents import (
     CLIENT_ORDER_ID,
     KINDS,
     SYMBOL,
+    TS_NS,
     IntentError,
     decode_entry,
     decode_intent,
@@ -57,6 +58,9 @@ class IntentHandler(Protocol):
         """Read what a batch of decoded intents needs, in one round trip."""
 
     async def handle_until_done(self, intent: Intent, operator: bool) -> None: ...
+
+    async def finish(self) -> None:
+        """After the batch's intents (before they are acknowledged)."""
 
 
 class Intake:
@@ -127,6 +131,12 @@ class Intake:
             self._bad_log.error("prepare", "batch prefetch failed; handling the batch without it", exc_info=e)
         for raw, intent in decoded:
             await self._contained(raw, intent, self._handler.handle_until_done(intent, operator))
+        try:
+            await self._handler.finish()
+        except TRANSIENT:
+            raise
+        except Exception as e:  # the batch is handled; what is left to tidy must not block its ack
+            self._bad_log.error("finish", "finishing a batch failed", exc_info=e)
         await self._raw.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
 
     async def _contained(self, raw: RawEntry, intent: Intent | None, work: Awaitable[T]) -> T | None:
@@ -190,8 +200,10 @@ class Intake:
             await self._store.reject(order, reason)
             return
         target = fields.get("target", "")
+        ts_text = fields.get("ts_ns", "")
         await self._store.reject_intent(agent=agent, kind=kind if kind in KINDS else "?", client_order_id=coid,
-                                        target=target if CLIENT_ORDER_ID.match(target) else "", reason=reason)
+                                        target=target if CLIENT_ORDER_ID.match(target) else "", reason=reason,
+                                        intent_ts_ns=int(ts_text) if TS_NS.match(ts_text) else 0)
 
 
 def _text(value: str | bytes) -> str:

@@ -107,6 +107,7 @@ class RiskChecks:
         """``rate``: the order-rate bucket (the gateway process passes one in Redis); default in memory."""
         self.settings = settings
         self._bucket = rate or LocalRateGate(TokenBucket(settings.order_rate, settings.order_burst, clock))
+        self._held = 0  # tokens reserved for the batch being handled
         self._max_qty = Decimal(repr(settings.max_order_qty))
         self._max_notional = Decimal(repr(settings.max_order_notional))
         self._max_position = Decimal(repr(settings.max_position))
@@ -125,10 +126,21 @@ class RiskChecks:
                 return reason
         return None
 
+    async def reserve(self, count: int) -> None:
+        """Take up to ``count`` tokens at once for the orders of one batch (one round trip, not one each)."""
+        self._held += await self._bucket.take(count) if count > 0 else 0
+
+    async def release(self) -> None:
+        """Give back what the batch reserved and did not use (its rejected orders and resends)."""
+        held, self._held = self._held, 0
+        await self._bucket.give_back(held)
+
     async def admit(self, order: Order, ctx: RiskContext) -> str | None:
         """Every check, the order rate last: the rejection reason, or None if the order may go."""
         reason = self.check(order, ctx)
-        if reason is None and not await self._bucket.take():
+        if reason is None and self._held > 0:
+            self._held -= 1
+        elif reason is None and not await self._bucket.take():
             self.rejections += 1
             reason = (f"order rate limit: more than {self.settings.order_rate:g}/s "
                       f"(burst {self.settings.order_burst}); retry later")

@@ -128,12 +128,15 @@ class OrderStore:
         """``order`` ends rejected with ``reason`` (before or at the broker)."""
         return await self.record(order.evolve(status=REJECTED, reject_reason=_short(reason)), "rejected")
 
-    async def reject_intent(self, *, agent: str, kind: str, client_order_id: str, target: str, reason: str) -> None:
+    async def reject_intent(self, *, agent: str, kind: str, client_order_id: str, target: str, reason: str,
+                            intent_ts_ns: int = 0) -> None:
         """An intent refused without an order of its own to carry the news (a reused id, a cancel of
         someone else's order, an entry too broken to name its order): an ``intent_rejected`` event on
-        the events stream and the exec channel, and no order hash is touched."""
+        the events stream and the exec channel, and no order hash is touched. ``intent_ts_ns`` (the
+        intent's own ``ts_ns``) lets the sending client tell its intent from another with the same id."""
         payload = {"event": "intent_rejected", "kind": kind, "agent": agent, "client_order_id": client_order_id,
-                   "target": target, "reason": _short(reason), "updated_ns": str(self.clock.time_ns())}
+                   "target": target, "reason": _short(reason), "intent_ts_ns": str(intent_ts_ns),
+                   "updated_ns": str(self.clock.time_ns())}
         pipe = self._client.pipeline(transaction=True)
         pipe.xadd(self._keys.order_events(), payload, maxlen=EVENTS_MAXLEN, approximate=True)
         pipe.publish(self._keys.exec_channel(), json.dumps(payload, separators=(",", ":")))

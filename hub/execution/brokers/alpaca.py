@@ -109,7 +109,7 @@ class AlpacaBroker:
     # plumbing ---------------------------------------------------------------------------
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        while not await self._pacer.take():
+        while not await self._pacer.take(1):
             await asyncio.sleep(0.05)
         self.requests += 1
         try:
