@@ -232,5 +232,11 @@ class SimBroker:
             self._bad_input.warning("decode", "skipping bad quote message: %s", e)
             return
         for quote in quotes:
-            await self.on_quote(quote)
+            try:
+                await self.on_quote(quote)
+            except ArithmeticError as e:  # e.g. a price too big for the grid: skip it, keep matching the next
+                self.bad_messages += 1
+                self.quotes_seen += 1
+                self._bad_input.warning("match", "skipping a quote the book cannot match against (%s): %s %s",
+                                        type(e).__name__, quote.symbol, quote)
 
