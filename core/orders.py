@@ -199,7 +199,8 @@ class Intent:
     ``submit`` carries a whole order; ``cancel`` names ``target``; ``replace``
     names ``target`` and the new order's ``client_order_id`` with the new
     ``qty`` and/or ``limit_price``; ``cancel_all`` cancels the open orders of
-    ``agent`` (optionally one ``symbol``), or of everyone when ``agent`` is ``*``.
+    ``agent`` (optionally one ``symbol``), or everyone's when sent by the operator
+    on the operator stream (see docs/order-safety.md).
     """
 
     kind: IntentKind
