@@ -116,6 +116,12 @@ def test_a_table_of_extremes_ends_in_orders_or_rejections_and_the_gateway_stays_
     eventually(lambda: heartbeat(sync_redis, "poison") == 1 and heartbeat(sync_redis, "intents") == len(entries) + 1,
                timeout_s=5, message="the heartbeat to count the poison")
 
+    # the kill switch still has a running gateway to act on
+    sync_redis.set("tf:risk:halt", "1")
+    eventually(lambda: sync_redis.scard("tf:orders:open") == 0, timeout_s=2, message="the book emptied")
+    assert sync_redis.hget("tf:order:after-poison", "status") == "canceled"
+    sync_redis.delete("tf:risk:halt")
+
     # a restart finds nothing pending: no crash loop, and new intents still become orders
     gateway.terminate()
     gateway.wait(10)
