@@ -75,7 +75,8 @@ class Intake:
         self._consumer = consumer
         self._batch = batch
         self._poll_ns = poll_ns
-        self._streams = (keys.order_intents(), keys.operator_intents())
+        # The operator's stream first: in one read, its cancels are handled before the agents' intents.
+        self._streams = (keys.operator_intents(), keys.order_intents())
         self._bad_log = RateLimitedLog(log)
 
     async def create_groups(self) -> None:
