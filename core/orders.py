@@ -164,10 +164,11 @@ class Position:
 
     @classmethod
     def from_fields(cls, symbol: str, fields: Mapping[str, str]) -> Position:
+        """Raises ValueError/ArithmeticError on a damaged hash (a number that is not one, or not finite)."""
         if not fields:
             return cls(symbol)
-        return cls(symbol, Decimal(fields.get("qty") or 0), Decimal(fields.get("avg_price") or 0),
-                   Decimal(fields.get("realized_pnl") or 0), Decimal(fields.get("fees") or 0),
+        return cls(symbol, _finite(fields.get("qty")), _finite(fields.get("avg_price")),
+                   _finite(fields.get("realized_pnl")), _finite(fields.get("fees")),
                    int(fields.get("updated_ns") or 0))
 
     def apply_fill(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal, now_ns: int) -> Position:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextlib
 import string
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 import redis
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from core.intents import CLIENT_ORDER_ID, IntentError, decode_entry, decode_intent
 from core.ticks import MAX_PRICE, MAX_QTY, decimals, on_tick_grid
-from tests.execution_helpers import sim_stack
+from tests.execution_helpers import KEYS, sim_stack
 from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import set_quote, start_gateway
 
@@ -52,7 +53,7 @@ def extremes() -> list[Mapping[bytes | str, bytes | str]]:
         {**good("utf8-value"), "symbol": b"\xff\xfe"}, {**good("utf8-key"), b"\xc3\x28": "1"},
         {**good("many-fields"), **{f"extra{i}": "1" for i in range(40)}},
         {"garbage": "yes"}, {"v": "2"},
-        good("damaged-position", symbol="DAMAGED"),  # its position hash makes the risk arithmetic overflow
+        good("damaged-position", symbol="DAMAGED"),  # its position hash holds NaN
     ]
     return entries
 
@@ -112,9 +113,14 @@ def test_a_table_of_extremes_ends_in_orders_or_rejections_and_the_gateway_stays_
         rejected = sync_redis.hgetall(f"tf:order:num-{name}-{NUMBERS.index(value)}")
         assert rejected["status"] == "rejected" and words in rejected["reject_reason"], (name, value, rejected)
     damaged = sync_redis.hgetall("tf:order:damaged-position")
-    assert damaged["status"] == "rejected" and "internal error" in damaged["reject_reason"]
-    eventually(lambda: heartbeat(sync_redis, "poison") == 1 and heartbeat(sync_redis, "intents") == len(entries) + 1,
-               timeout_s=5, message="the heartbeat to count the poison")
+    assert damaged["status"] == "rejected" and "tf:position:DAMAGED is damaged" in damaged["reject_reason"]
+    eventually(lambda: heartbeat(sync_redis, "intents") == len(entries) + 1, timeout_s=5,
+               message="the heartbeat to count every entry")
+    assert heartbeat(sync_redis, "poison") == 0  # every hostile entry was caught by a named rule
+
+    sync_redis.delete("tf:position:DAMAGED")  # repaired (flat): taken up without a restart
+    raw.xadd(STREAM, good("after-repair", symbol="DAMAGED"))
+    assert eventually(lambda: sync_redis.hget("tf:order:after-repair", "status")) == "new"
 
     # the kill switch still has a running gateway to act on
     sync_redis.set("tf:risk:halt", "1")
@@ -219,3 +225,28 @@ async def test_a_quote_the_sim_cannot_price_is_skipped_and_counted(redis_url: st
         assert stack.broker.bad_messages == 1
         await stack.quote("AAPL", 98.5, 100, 98.9, 100)  # the broker still matches: this one crosses the bid
         assert (await trading.wait_for(coid, {"filled"})).filled_avg_price == Decimal("99")
+
+
+async def test_any_exception_while_handling_an_intent_rejects_it_and_the_stream_goes_on(redis_url: str) -> None:
+    """The original bug's class: a check raising (decimal.InvalidOperation) on one intent's values."""
+    async with sim_stack(redis_url) as stack:
+        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
+        checks = stack.gateway._risk
+        real_check = checks.check
+
+        def explosive(order: Any, ctx: Any) -> str | None:
+            if order.qty == 7:
+                raise InvalidOperation([InvalidOperation])
+            return real_check(order, ctx)
+
+        checks.check = explosive  # type: ignore[method-assign]
+        trading = stack.trading()
+        poison = await trading.submit_limit("AAPL", "buy", 7, "99")
+        later = await trading.submit_limit("AAPL", "buy", 1, "99")
+        order = await trading.wait_for(poison)
+        assert order.status == "rejected" and "internal error" in order.reject_reason
+        assert "InvalidOperation" in order.reject_reason
+        assert (await trading.wait_for(later, {"new"})).status == "new"
+        assert stack.gateway.stats.poison == 1
+        pending = await stack.client.xpending(KEYS.order_intents(), "gateway")
+        assert pending["pending"] == 0

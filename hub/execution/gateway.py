@@ -186,6 +186,11 @@ class Gateway:
 
     async def _passes_risk(self, order: Order, replacing: Order | None) -> bool:
         store = self._store
+        if not await store.position_usable(order.symbol):
+            self.stats.rejected += 1
+            await store.reject(order, f"position hash {self._keys.position(order.symbol)} is damaged; orders on "
+                                      f"{order.symbol} are refused until it is repaired (or deleted if flat)")
+            return False
         working = {side: store.working_qty(order.symbol, side) for side in ("buy", "sell")}
         if replacing is not None:  # the replaced order's quantity makes way for the new one
             working[replacing.side] -= replacing.remaining_qty

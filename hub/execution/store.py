@@ -58,6 +58,7 @@ class OrderStore:
         self.by_symbol: dict[str, dict[str, Order]] = {}
         self._working: dict[tuple[str, str], Decimal] = {}  # (symbol, side) -> open remaining qty
         self.positions: dict[str, Position] = {}
+        self.damaged: set[str] = set()  # symbols whose position hash could not be read
         self.events_written = 0
 
     async def load(self) -> None:
@@ -72,10 +73,31 @@ class OrderStore:
             else:  # a stale member: the order ended but the set was not updated (should not happen)
                 await self._client.srem(self._keys.open_orders(), coid)
         self.positions.clear()
+        self.damaged.clear()
         async for key in self._client.scan_iter(match=self._keys.position_pattern(), count=500):
             symbol = key[len(self._keys.position("")):]
-            self.positions[symbol] = Position.from_fields(symbol, await self._client.hgetall(key))
+            try:
+                self.positions[symbol] = Position.from_fields(symbol, await self._client.hgetall(key))
+            except (ValueError, ArithmeticError) as e:
+                # Not a reason to stop: the gateway refuses orders on this symbol until the hash is repaired.
+                self.damaged.add(symbol)
+                log.error("position hash %s is damaged (%s): orders on %s are refused until it is fixed",
+                          key, e, symbol)
         log.info("loaded %d open orders and %d positions", len(self.open), len(self.positions))
+
+    async def position_usable(self, symbol: str) -> bool:
+        """False while ``symbol``'s position hash is damaged; reads it again, so a repair (or a delete
+        of a flat position) is picked up without a restart."""
+        if symbol not in self.damaged:
+            return True
+        try:
+            position = Position.from_fields(symbol, await self._client.hgetall(self._keys.position(symbol)))
+        except (ValueError, ArithmeticError):
+            return False
+        self.positions[symbol] = position
+        self.damaged.discard(symbol)
+        log.warning("position hash of %s is readable again: %s", symbol, position)
+        return True
 
     async def get(self, client_order_id: str) -> Order | None:
         cached = self.open.get(client_order_id)
@@ -163,6 +185,7 @@ class OrderStore:
         """Overwrite a position (reconciliation with the broker's account)."""
         await self._client.hset(self._keys.position(position.symbol), mapping=position.to_fields())
         self.positions[position.symbol] = position
+        self.damaged.discard(position.symbol)
 
     async def _commit(self, changes: Sequence[tuple[Order, str]], *, reason: str = "", fill: Fill | None = None,
                       position: Position | None = None) -> None:
