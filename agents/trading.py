@@ -137,7 +137,7 @@ class TradingClient:
         pipe = self._client.pipeline(transaction=False)
         for coid in ids:
             pipe.hgetall(self._keys.order(coid))
-        orders = [Order.from_fields(f) for f in await pipe.execute() if f]
+        orders = [o for o in map(_readable_order, await pipe.execute()) if o is not None]
         return [o for o in orders if o.is_open and o.agent == self.agent_name
                 and (symbol is None or o.symbol == symbol.upper())]
 
@@ -287,6 +287,17 @@ class TradingClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
+
+
+def _readable_order(fields: dict[str, str]) -> Order | None:
+    """An order hash in a listing; a damaged one is skipped (and logged) rather than failing the whole list."""
+    if not fields:
+        return None
+    try:
+        return Order.from_fields(fields)
+    except (KeyError, ValueError, ArithmeticError) as e:
+        log.warning("skipping damaged order hash %s: %s", fields.get("client_order_id", "?")[:128], e)
+        return None
 
 
 def _remember(memory: dict[str, Any], key: str, value: Any) -> None:
