@@ -34,10 +34,17 @@ ZERO = Decimal(0)
 
 
 class PositionLike(Protocol):
-    symbol: str
-    qty: Decimal
-    avg_price: Decimal
-    realized_pnl: Decimal
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def qty(self) -> Decimal: ...
+
+    @property
+    def avg_price(self) -> Decimal: ...
+
+    @property
+    def realized_pnl(self) -> Decimal: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import cast
 
+from core import names
 from core.orders import Intent, OrderType, Side, fmt, to_decimal
 
 INTENT_VERSION = "1"
@@ -81,6 +82,8 @@ def decode_intent(fields: Mapping[str, str]) -> Intent:
         raise IntentError(f"unknown intent kind {kind!r}; expected one of {', '.join(KINDS)}")
     if not agent:
         raise IntentError("missing agent")
+    if not (names.is_name(agent) or (kind == "cancel_all" and agent == "*")):  # core.names: the one rule
+        raise IntentError(f"agent {names.shown(agent)} is not allowed: use {names.NAME_RULE}")
     ts_ns = int(fields["ts_ns"]) if fields.get("ts_ns", "").isdigit() else 0
     symbol = fields.get("symbol", "")
     if symbol and not SYMBOL.match(symbol):

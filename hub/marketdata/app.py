@@ -17,7 +17,7 @@ from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
 from core.keys import Keys
-from core.settings import build, option, parse_symbols, pick
+from core.settings import build, check_name_setting, option, parse_symbols, pick
 from core.tasks import run_until_stopped
 from hub.marketdata.publisher import Publisher
 from hub.marketdata.recording import Recorder
@@ -40,6 +40,7 @@ class HubSettings:
                                   "(replay it with --source replay --file FILE)")
 
     def __post_init__(self) -> None:
+        check_name_setting(self.name, "name")
         if self.source not in SOURCES:
             raise ConfigError(f"setting 'source': {self.source!r} is not available; "
                               f"choose one of {', '.join(sorted(SOURCES))}")
