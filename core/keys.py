@@ -12,7 +12,7 @@ name                                  type       contents
 ``tf:md:trade:<SYMBOL>``              pub/sub    msgpack trade batches
 ``tf:quote:<SYMBOL>``                 hash       latest quote, human-readable
 ``tf:cache:<SYMBOL>``                 hash       derived state (``fair_price`` ...)
-``tf:cache:PORTFOLIO``                hash       portfolio totals (``pnl_total`` ...)
+``tf:cache:portfolio``                hash       portfolio totals (``pnl_total`` ...)
 ``tf:cache:changed:<SYMBOL>``         pub/sub    msgpack list of changed cache fields
 ``tf:agent:<NAME>``                   hash       agent heartbeat (expires)
 ``tf:hub:<NAME>``                     hash       hub heartbeat (expires)
@@ -35,8 +35,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_NAMESPACE = "tf"
-#: The DataCache "instrument" holding portfolio-wide values (``tf:cache:PORTFOLIO``).
-PORTFOLIO = "PORTFOLIO"
+#: The DataCache "instrument" holding portfolio-wide values (``tf:cache:portfolio``). Lower case:
+#: symbols are upper-cased (core.names), so no symbol's ``tf:cache:<SYMBOL>`` can be this key.
+PORTFOLIO = "portfolio"
+#: Where portfolio totals lived before: now the cache of the symbol PORTFOLIO (agents.pnl migrates).
+LEGACY_PORTFOLIO = "PORTFOLIO"
 #: Suffix of the field holding a cache field's write time (``fair_price:ts_ns``).
 CACHE_TS_SUFFIX = ":ts_ns"
 
