@@ -20,6 +20,7 @@ from agents.runtime import AgentRuntime
 from agents.spotter import Spotter, micro_price
 from cache import DataCache
 from core import names
+from core.clock import SystemClock
 from core.codec import (
     MAX_PRICE,
     MAX_SIZE,
@@ -32,7 +33,8 @@ from core.codec import (
     quote_from_hash,
 )
 from core.connection import ProcessSettings, redis_client
-from core.errors import ConfigError, DecodeError
+from core.errors import ConfigError, DecodeError, DuplicateInstanceError
+from core.heartbeat import Heartbeat
 from core.intents import IntentError, decode_intent
 from core.keys import LEGACY_PORTFOLIO, PORTFOLIO, Keys
 from core.settings import build, gather
@@ -247,3 +249,18 @@ def test_unknown_flag_suggests_the_nearest_known_one() -> None:
     with pytest.raises(ConfigError, match="unknown setting") as info:
         gather(["--zzzzzz"], [ProcessSettings, AgentSettings], prog="t", description="", environ={})
     assert "did you mean" not in str(info.value)
+
+
+# heartbeats across a stall ------------------------------------------------------------------------
+
+async def test_heartbeat_takes_its_name_back_after_a_stall_but_never_from_another(aredis: aioredis.Redis) -> None:
+    beat = Heartbeat(aredis, KEYS.agent("stalled"), SystemClock(), lambda: {"runs": 1})
+    await beat.claim()
+    await aredis.delete(KEYS.agent("stalled"))  # what a stall longer than the TTL looks like
+    await beat.beat()
+    assert await aredis.hget(KEYS.agent("stalled"), "instance") == beat.instance
+    assert await aredis.pttl(KEYS.agent("stalled")) > 0
+    await aredis.hset(KEYS.agent("stalled"), "instance", "someone-else")  # claimed during the stall
+    with pytest.raises(DuplicateInstanceError, match="taken"):
+        await beat.beat()
+    assert await aredis.hget(KEYS.agent("stalled"), "instance") == "someone-else"

@@ -66,12 +66,12 @@ class SymbolDemand:
 
     def _symbol(self, member: bytes) -> str | None:
         try:
-            return names.check_symbol(member.decode())
+            return names.check_symbol(member.decode(), "member")
         except (UnicodeDecodeError, names.NameRuleError) as e:
-            if member not in self._bad:
+            if member not in self._bad:  # once per member: the set is read every refresh
                 self._bad.add(member)
-                log.warning("skipping %s in %s: %s", names.shown(member), self._keys.wanted_symbols(),
-                            e if isinstance(e, names.NameRuleError) else "not UTF-8")
+                reason = str(e) if isinstance(e, names.NameRuleError) else f"member {names.shown(member)} is not UTF-8"
+                log.warning("skipping a bad member of %s: %s", self._keys.wanted_symbols(), reason)
             return None
 
     async def live_wants(self) -> set[str]:
