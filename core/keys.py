@@ -16,7 +16,7 @@ name                                  type       contents
 ``tf:cache:changed:<SYMBOL>``         pub/sub    msgpack list of changed cache fields
 ``tf:agent:<NAME>``                   hash       agent heartbeat (expires)
 ``tf:hub:<NAME>``                     hash       hub heartbeat (expires)
-``tf:symbols:wanted``                 set        symbols agents asked for
+``tf:symbols:wanted``                 set        symbols agents asked for (lapse with their heartbeats)
 ``tf:ctl:symbols``                    pub/sub    "demand changed" notifications
 ``tf:orders:intents``                 stream     order intents (consumer group)
 ``tf:orders:events``                  stream     execution events
@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.names import check_name
+
 DEFAULT_NAMESPACE = "tf"
 #: The DataCache "instrument" holding portfolio-wide values (``tf:cache:portfolio``). Lower case:
 #: symbols are upper-cased (core.names), so no symbol's ``tf:cache:<SYMBOL>`` can be this key.
@@ -49,6 +51,9 @@ class Keys:
     """Key and channel names under one namespace."""
 
     namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        check_name(self.namespace, "namespace")  # every key starts with it: core.names' rule
 
     def _name(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))

@@ -38,6 +38,7 @@ from core.heartbeat import Heartbeat
 from core.intents import IntentError, decode_intent
 from core.keys import LEGACY_PORTFOLIO, PORTFOLIO, Keys
 from core.settings import build, gather
+from hub.marketdata.demand import DEMAND_GRACE_NS, SymbolDemand
 from tests.fake_trading import FakeTrading
 from tests.helpers import eventually_async
 
@@ -264,3 +265,27 @@ async def test_heartbeat_takes_its_name_back_after_a_stall_but_never_from_anothe
     with pytest.raises(DuplicateInstanceError, match="taken"):
         await beat.beat()
     assert await aredis.hget(KEYS.agent("stalled"), "instance") == "someone-else"
+
+
+def test_keys_refuse_a_namespace_outside_the_rule() -> None:
+    with pytest.raises(names.NameRuleError, match=NAME_RULE):
+        Keys("tf*")
+    with pytest.raises(names.NameRuleError):
+        DataCache(namespace="a\r\nb")
+
+
+async def test_wanted_members_lapse_after_the_grace_unless_a_live_heartbeat_wants_them(
+        redis_url: str, aredis: aioredis.Redis) -> None:
+    raw = redis_client(redis_url, decode=False)
+    demand = SymbolDemand(raw, KEYS, ["CONF"])
+    await aredis.sadd(KEYS.wanted_symbols(), "LIVE", "GONE", "CONF", "BAD SYM")
+    await aredis.hset(KEYS.agent("someone"), mapping={"wants": "LIVE,OTHER"})
+    try:
+        assert await demand.refresh() == ("GONE", "LIVE") and demand.bad_members == 1
+        assert await demand.expire(now_ns=0) == []  # unbacked from now on
+        assert await demand.expire(now_ns=DEMAND_GRACE_NS - 1) == []
+        assert await demand.expire(now_ns=DEMAND_GRACE_NS) == ["GONE", "b'BAD SYM'"]
+        assert await aredis.smembers(KEYS.wanted_symbols()) == {"LIVE", "CONF"}
+        assert demand.lapsed == 2 and demand.symbols == ("CONF", "GONE", "LIVE")  # still streamed
+    finally:
+        await raw.aclose()
