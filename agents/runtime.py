@@ -49,6 +49,7 @@ from core.codec import (
 from core.errors import DecodeError, RedisUnavailableError
 from core.heartbeat import Heartbeat
 from core.keys import Keys
+from core.names import shown
 from core.ratelimit import RateLimitedLog
 from core.resp import Address, Subscription
 from core.settings import format_duration_ns
@@ -108,7 +109,7 @@ class AgentRuntime:
             def handle(raw: bytes) -> None:
                 sent_for, row, count = decode_latest_row(raw)
                 if sent_for != symbol:
-                    raise DecodeError(f"message for {sent_for} on the {symbol} channel", raw)
+                    raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
                 stats.received += count
                 slot.offer_quote_row(row, count - 1)
 
@@ -117,7 +118,7 @@ class AgentRuntime:
         def handle_usable(raw: bytes) -> None:
             sent_for, row, count, newer_unusable = decode_latest_usable_row(raw, usable)
             if sent_for != symbol:
-                raise DecodeError(f"message for {sent_for} on the {symbol} channel", raw)
+                raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
             stats.received += count
             stats.unusable += newer_unusable
             if row is not None:  # else the pending (older, usable) quote stays
@@ -145,7 +146,7 @@ class AgentRuntime:
             await self._announce_demand()
             if self._handlers:
                 await self._pubsub.subscribe(*self._handlers)
-            await self._prime_from_latest_quotes(keep_pending=True)
+            await self._prime_from_latest_quotes()
             await agent.on_start()
             log.info("agent %s started: %s %s, throttle %s, usable quotes %s, pid %d", agent.name,
                      self.settings.agent_type, ",".join(self.settings.instruments) or "-",
@@ -261,7 +262,7 @@ class AgentRuntime:
             self._pubsub = self._subscription()
             try:
                 await self._pubsub.subscribe(*self._handlers)
-                await self._prime_from_latest_quotes(keep_pending=False)
+                await self._prime_from_latest_quotes()
             except (RedisUnavailableError, RedisConnectionError, RedisTimeoutError, OSError) as e:
                 await self._pubsub.aclose()
                 if time.monotonic_ns() >= deadline_ns:
@@ -323,19 +324,19 @@ class AgentRuntime:
             pipe.publish(self._keys.symbols_control_channel(), ",".join(self.settings.instruments))
             await pipe.execute()
 
-    async def _prime_from_latest_quotes(self, *, keep_pending: bool) -> None:
-        """Start from the hub's latest quotes so a quiet market still gets a first run.
+    async def _prime_from_latest_quotes(self) -> None:
+        """Start (and restart after a cut-off) from the hub's latest quotes, so a quiet market
+        still gets a run and quotes missed in a gap are replaced by the newest one.
 
-        At start a quote that already arrived is newer and stays (``keep_pending``); after a
-        cut-off the hash is newer than anything received before it. An unusable latest quote
-        is not offered, like any other.
+        Offered only when newer than what the slot already has or ran on (a quote that
+        arrived first, or a hash nobody updated), and only if the agent's filter accepts it.
         """
         if not self.settings.on_quotes:
             return
         usable_quotes = type(self.agent).usable_quotes
         for symbol, slot in self._slots.items():
             fields = await self._client.hgetall(self._keys.latest_quote(symbol))
-            if not fields or (keep_pending and slot.pending):
+            if not fields:
                 continue
             try:
                 quote = quote_from_hash(symbol, fields)
@@ -343,7 +344,7 @@ class AgentRuntime:
                 self.stats.bad_messages += 1
                 self._bad_input.warning("hash", "agent %s skipped a bad latest-quote hash: %s", self.agent.name, e)
                 continue
-            if usable_quotes.accepts(quote):
+            if quote.ts_event_ns > slot.newest_ts_ns() and usable_quotes.accepts(quote):
                 slot.offer(quote)
 
     def _heartbeat_fields(self) -> dict[str, str | int | float]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from agents.events import Event, Tick
 from core.clock import Clock
-from core.codec import quote_from_valid_row
+from core.codec import Quote, quote_from_valid_row
 
 
 @dataclass
@@ -77,6 +77,14 @@ class Slot:
         self._row = row
         self.pending = True
         self.wake.set()
+
+    def newest_ts_ns(self) -> int:
+        """Event time of the newest quote this slot holds or last handed out; -1 before any."""
+        if self._row is not None:
+            ts_ns: int = self._row[0]
+            return ts_ns
+        latest = self.latest
+        return latest.ts_event_ns if isinstance(latest, Quote) else -1
 
     def take(self) -> Event | None:
         self.pending = False

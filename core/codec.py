@@ -36,6 +36,7 @@ from typing import Any
 import msgpack
 
 from core.errors import DecodeError
+from core.names import shown
 
 WIRE_VERSION = 1
 QUOTE_ROW_LEN = 6
@@ -142,7 +143,7 @@ def _envelope(raw: bytes) -> tuple[str, list[Any]]:
         raise DecodeError("expected [version, symbol, rows]", raw)
     version, symbol, rows = message
     if version != WIRE_VERSION:
-        raise DecodeError(f"unsupported wire version {version!r}", raw)
+        raise DecodeError(f"unsupported wire version {shown(version)}", raw)
     if not isinstance(symbol, str) or not isinstance(rows, list) or not rows:
         raise DecodeError("symbol must be a string and rows a non-empty list", raw)
     return symbol, rows
@@ -163,19 +164,19 @@ def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
 
 def _number(value: Any, name: str, raw: bytes, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DecodeError(f"{name} is not a number: {value!r}", raw)
+        raise DecodeError(f"{name} is not a number: {shown(value)}", raw)
     try:
         number = float(value)
     except OverflowError:  # an int too large for a float
         number = math.inf
     if not (0.0 <= number <= limit):  # NaN fails too
-        raise DecodeError(f"{name} must be finite and within 0..{limit:g}, got {value!r}", raw)
+        raise DecodeError(f"{name} must be finite and within 0..{limit:g}, got {shown(value)}", raw)
     return number
 
 
 def _timestamp(value: Any, name: str, raw: bytes) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TS_NS:
-        raise DecodeError(f"{name} must be an integer of ns within 0..{MAX_TS_NS} (year 2100), got {value!r}", raw)
+        raise DecodeError(f"{name} must be an integer of ns within 0..{MAX_TS_NS} (year 2100), got {shown(value)}", raw)
     return value
 
 
