@@ -268,7 +268,7 @@ def gather(argv: Sequence[str] | None, classes: Sequence[type], *, prog: str,
     add_flags(parser, classes, defaults)
     parsed, extra = parser.parse_known_args(argv)
     if extra:
-        raise ConfigError(_unknown_flag(parser, extra))
+        raise ConfigError(_unknown_flag(["--config", *(s.flag for c in classes for s in option_specs(c))], extra))
     args = vars(parsed)
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -295,10 +295,9 @@ def pick(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in keys}
 
 
-def _unknown_flag(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
-    """``unknown setting: --instrument (did you mean '--instruments'?)``."""
+def _unknown_flag(flags: Sequence[str], extra: Sequence[str]) -> str:
+    """``unknown setting: '--instrument' (did you mean '--instruments'?); see --help``."""
     flag = next((arg.split("=", 1)[0] for arg in extra if arg.startswith("-")), extra[0])
-    flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
     return f"unknown setting: {names.shown(flag)}{nearest(flag, flags)}; see --help"
 
 
