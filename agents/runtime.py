@@ -131,6 +131,8 @@ class AgentRuntime:
 
         def handle(raw: bytes) -> None:
             symbol, fields, ts_ns = decode_cache_change(raw)
+            if symbol != slot.symbol:  # a forged notice must not run the agent for another symbol
+                raise DecodeError(f"cache change for {shown(symbol)} on the {slot.symbol} channel", raw)
             if triggers.intersection(fields):
                 self.stats.received += 1
                 slot.offer(CacheUpdate(symbol, tuple(fields), ts_ns, self._clock.time_ns()))

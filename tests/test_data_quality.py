@@ -29,6 +29,7 @@ from core.codec import (
     decode_latest_row,
     decode_latest_usable_row,
     decode_quotes,
+    encode_cache_change,
     encode_quote_rows,
     quote_from_hash,
 )
@@ -289,3 +290,37 @@ async def test_wanted_members_lapse_after_the_grace_unless_a_live_heartbeat_want
         assert demand.lapsed == 2 and demand.symbols == ("CONF", "GONE", "LIVE")  # still streamed
     finally:
         await raw.aclose()
+
+
+class OnFairPrice(TradingAgent):
+    def __init__(self) -> None:
+        super().__init__({"instruments": ["IBM"], "on_quotes": False, "on_cache": ["fair_price"],
+                          "throttle": "0s", "name": "dq_on_cache"}, DataCache())
+        self.seen: list[Event] = []
+
+    async def run(self, data: Event) -> None:
+        self.seen.append(data)
+
+
+async def test_cache_notice_for_another_symbol_is_a_bad_message(redis_url: str, aredis: aioredis.Redis) -> None:
+    agent = OnFairPrice()
+    client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
+    runtime = AgentRuntime(agent, client=client, raw_client=raw, keys=KEYS)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runtime.run(stop))
+    try:
+        await eventually_async(lambda: _numsub(aredis, KEYS.cache_changed_channel("IBM")), message="subscribed")
+        channel = KEYS.cache_changed_channel("IBM")
+        await aredis.publish(channel, encode_cache_change("MSFT", ["fair_price"], 1))
+        await aredis.publish(channel, encode_cache_change("IBM", ["fair_price"], 2))
+        await eventually_async(lambda: asyncio.sleep(0, agent.seen), message="the genuine notice ran")
+        assert [e.symbol for e in agent.seen] == ["IBM"] and runtime.stats.bad_messages == 1
+    finally:
+        stop.set()
+        await task
+        await client.aclose()
+        await raw.aclose()
+
+
+async def _numsub(client: aioredis.Redis, channel: str) -> bool:
+    return bool((await client.pubsub_numsub(channel))[0][1])
