@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from core.errors import ConfigError
-from core.settings import build, option, option_specs
+from core.settings import build, check_name_setting, option, option_specs
 
 AgentType = Literal["event_driven", "periodic"]
 
@@ -28,6 +28,8 @@ class AgentSettings:
                                    help="skip quotes older than this at run time (0: never)")
 
     def __post_init__(self) -> None:
+        if self.name:
+            check_name_setting(self.name, "name")
         if self.agent_type == "periodic" and self.throttle_ns <= 0:
             raise ConfigError("setting 'throttle': a periodic agent needs a period > 0, e.g. 1s")
         if self.agent_type == "event_driven" and not self.instruments:

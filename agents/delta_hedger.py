@@ -40,6 +40,7 @@ from cache import DataCache
 from core.clock import Clock, SystemClock
 from core.codec import quote_from_hash
 from core.errors import ConfigError, DecodeError
+from core.orders import Side
 from core.ratelimit import RateLimitedLog
 from core.settings import option
 
@@ -188,7 +189,7 @@ class DeltaHedger(TradingAgent):
         return True
 
     async def _send(self, underlying: str, qty: Decimal, delta: float) -> None:
-        side = "buy" if qty > 0 else "sell"
+        side: Side = "buy" if qty > 0 else "sell"
         if self.params.order_type == "market":
             client_order_id = await self.trading.submit_market(underlying, side, abs(qty))
             price_text = "market"

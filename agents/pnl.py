@@ -9,7 +9,9 @@ when there is no fresh fair price)::
 
 and writes ``pnl_realized``, ``pnl_unrealized``, ``pnl_total`` and ``mark``
 into ``tf:cache:<SYMBOL>``, and the sums (plus ``positions`` and ``unmarked``,
-the count of open positions without a price) into ``tf:cache:PORTFOLIO``.
+the count of open positions without a price) into ``tf:cache:portfolio``, a key
+no symbol can produce (core.keys.PORTFOLIO). At start it removes the totals an
+older version left in ``tf:cache:PORTFOLIO`` (now the cache of the symbol PORTFOLIO).
 """
 
 from __future__ import annotations
@@ -27,17 +29,24 @@ from agents.pricing import to_decimal
 from cache import DataCache
 from core.codec import quote_from_hash
 from core.errors import ConfigError, DecodeError
-from core.keys import PORTFOLIO
+from core.keys import LEGACY_PORTFOLIO, PORTFOLIO
 from core.settings import option
 
 ZERO = Decimal(0)
 
 
 class PositionLike(Protocol):
-    symbol: str
-    qty: Decimal
-    avg_price: Decimal
-    realized_pnl: Decimal
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def qty(self) -> Decimal: ...
+
+    @property
+    def avg_price(self) -> Decimal: ...
+
+    @property
+    def realized_pnl(self) -> Decimal: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +115,18 @@ class PnL(TradingAgent):
         super().__init__({**(config or {}), "agent_type": "periodic"}, data_cache, **kwargs)
         self.params: PnlParams
         self.last: PortfolioPnl | None = None
+
+    async def on_start(self) -> None:
+        await self._drop_legacy_portfolio()
+
+    async def _drop_legacy_portfolio(self) -> None:
+        """Totals in ``tf:cache:PORTFOLIO`` (``unmarked`` is a portfolio-only field) are an older
+        version's; they are recomputed every period, so deleting them is the whole migration."""
+        client, key = self.data_cache.client, self.data_cache.keys.cache(LEGACY_PORTFOLIO)
+        if await client.hexists(key, "unmarked"):
+            await client.delete(key)
+            self.log.info("removed the old portfolio totals in %s; they now live in %s", key,
+                          self.data_cache.keys.cache(PORTFOLIO))
 
     async def run(self, data: Event) -> None:
         # one valuation per period: with instruments the runtime calls once per instrument

@@ -7,6 +7,15 @@ Tasks per agent:
 - *workers*: one per instrument (event-driven) or one schedule (periodic)
   that call ``run()`` on the latest event;
 - *heartbeat*: ``tf:agent:<name>`` every second.
+
+Quotes are conflated latest-usable-wins: the reader keeps, per instrument,
+the newest quote the agent's ``usable_quotes`` filter accepts, so a crossed or
+one-sided quote right behind usable ones never hides them (docs/data-quality.md).
+
+When Redis cuts the subscription off (a stalled agent overran
+``client-output-buffer-limit pubsub``) the reader reconnects, resubscribes and
+restarts from the latest quotes in-process, counting ``cutoffs`` in the
+heartbeat; the process, its name and its heartbeat live on.
 """
 
 from __future__ import annotations
@@ -15,21 +24,32 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
 from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
 from core.clock import Clock, SystemClock
-from core.codec import Quote, decode_cache_change, decode_latest_row, quote_from_hash
+from core.codec import (
+    Quote,
+    RowCheck,
+    decode_cache_change,
+    decode_latest_row,
+    decode_latest_usable_row,
+    quote_from_hash,
+)
 from core.errors import DecodeError, RedisUnavailableError
 from core.heartbeat import Heartbeat
 from core.keys import Keys
+from core.names import shown
 from core.ratelimit import RateLimitedLog
 from core.resp import Address, Subscription
 from core.settings import format_duration_ns
@@ -38,6 +58,11 @@ log = logging.getLogger(__name__)
 
 #: How long an in-flight run() may take to finish after a stop signal.
 STOP_GRACE_NS = 3_000_000_000
+#: How long the reader keeps trying to resubscribe after losing its subscription before the
+#: process gives up (exit 69, restarted by its supervisor).
+RESUBSCRIBE_DEADLINE_NS = 30_000_000_000
+#: Cap of the backoff between resubscribe attempts (jittered, doubling from 50 ms).
+RESUBSCRIBE_MAX_DELAY_S = 1.0
 
 Handler = Callable[[bytes], None]
 
@@ -55,7 +80,9 @@ class AgentRuntime:
         self._keys = keys
         self._clock = clock or SystemClock()
         self._slots = {symbol: Slot(self.stats, symbol) for symbol in self.settings.instruments}
+        self._usable: RowCheck | None = type(agent).usable_quotes.accepts_row
         self._handlers = self._build_handlers()
+        self._pubsub = self._subscription()
         self._bad_input = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.input"))
         self._run_errors = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.run"))
         self._in_flight = 0
@@ -77,22 +104,35 @@ class AgentRuntime:
         return handlers
 
     def _quote_handler(self, symbol: str, slot: Slot) -> Handler:
-        stats = self.stats
+        stats, usable = self.stats, self._usable
+        if usable is None:  # every quote is usable: the newest row wins, nothing to judge
+            def handle(raw: bytes) -> None:
+                sent_for, row, count = decode_latest_row(raw)
+                if sent_for != symbol:
+                    raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
+                stats.received += count
+                slot.offer_quote_row(row, count - 1)
 
-        def handle(raw: bytes) -> None:
-            sent_for, row, count = decode_latest_row(raw)
+            return handle
+
+        def handle_usable(raw: bytes) -> None:
+            sent_for, row, count, newer_unusable = decode_latest_usable_row(raw, usable)
             if sent_for != symbol:
-                raise DecodeError(f"message for {sent_for} on the {symbol} channel", raw)
+                raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
             stats.received += count
-            slot.offer_quote_row(row, count - 1)
+            stats.unusable += newer_unusable
+            if row is not None:  # else the pending (older, usable) quote stays
+                slot.offer_quote_row(row, count - 1 - newer_unusable)
 
-        return handle
+        return handle_usable
 
     def _cache_handler(self, slot: Slot) -> Handler:
         triggers = set(self.settings.on_cache)
 
         def handle(raw: bytes) -> None:
             symbol, fields, ts_ns = decode_cache_change(raw)
+            if symbol != slot.symbol:  # a forged notice must not run the agent for another symbol
+                raise DecodeError(f"cache change for {shown(symbol)} on the {slot.symbol} channel", raw)
             if triggers.intersection(fields):
                 self.stats.received += 1
                 slot.offer(CacheUpdate(symbol, tuple(fields), ts_ns, self._clock.time_ns()))
@@ -104,30 +144,30 @@ class AgentRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         agent = self.agent
         await self.heartbeat.claim()
-        pubsub = self._subscription()
         try:
             await self._announce_demand()
             if self._handlers:
-                await pubsub.subscribe(*self._handlers)
+                await self._pubsub.subscribe(*self._handlers)
             await self._prime_from_latest_quotes()
             await agent.on_start()
-            log.info("agent %s started: %s %s, throttle %s, pid %d", agent.name, self.settings.agent_type,
-                     ",".join(self.settings.instruments) or "-", format_duration_ns(self.settings.throttle_ns),
-                     os.getpid())
-            await self._supervise(stop, pubsub)
+            log.info("agent %s started: %s %s, throttle %s, usable quotes %s, pid %d", agent.name,
+                     self.settings.agent_type, ",".join(self.settings.instruments) or "-",
+                     format_duration_ns(self.settings.throttle_ns), type(agent).usable_quotes.name, os.getpid())
+            await self._supervise(stop)
         finally:
-            await self._shutdown(pubsub)
+            await self._shutdown()
 
-    async def _supervise(self, stop: asyncio.Event, pubsub: Any) -> None:
+    async def _supervise(self, stop: asyncio.Event) -> None:
         """Run reader, workers and heartbeat until stop is set or one of them fails."""
         workers = [self._spawn(coro, name) for name, coro in self._worker_coroutines()]
-        others = [self._spawn(self._read(pubsub), "reader"), self._spawn(self.heartbeat.run(stop), "heartbeat")]
+        others = [self._spawn(self._read(), "reader"), self._spawn(self.heartbeat.run(stop), "heartbeat")]
         stopper = self._spawn(stop.wait(), "stop")
         try:
             done, _ = await asyncio.wait([*workers, *others, stopper], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not stopper and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                error = task.exception()
+                if task is not stopper and error is not None:
+                    raise error
         finally:
             stop.set()
             await self._drain(workers)
@@ -154,19 +194,24 @@ class AgentRuntime:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
 
-    async def _shutdown(self, pubsub: Any) -> None:
+    async def _shutdown(self) -> None:
+        name = self.agent.name
         try:
             await self.agent.on_stop()
         except Exception:
-            log.exception("agent %s: on_stop failed", self.agent.name)
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
-        with contextlib.suppress(Exception):
+            log.exception("agent %s: on_stop failed", name)
+        await self._pubsub.aclose()  # closes a socket: cannot fail
+        try:
             await self.agent.data_cache.aclose()  # only what the cache opened before it was bound
-        with contextlib.suppress(Exception):
+        except (OSError, RedisError, RedisUnavailableError) as e:
+            log.warning("agent %s: closing the cache connection failed: %s", name, e)
+        try:
             await self.heartbeat.release()
-        log.info("agent %s stopped: %d runs, %d errors, %d conflated, %d bad messages", self.agent.name,
-                 self.stats.runs, self.stats.errors, self.stats.conflated, self.stats.bad_messages)
+        except (OSError, RedisError, RedisUnavailableError) as e:  # Redis gone: the hash expires on its own
+            log.warning("agent %s: could not delete its heartbeat (it expires by itself): %s", name, e)
+        s = self.stats
+        log.info("agent %s stopped: %d runs, %d errors, %d conflated, %d unusable, %d bad messages, %d cutoffs",
+                 name, s.runs, s.errors, s.conflated, s.unusable, s.bad_messages, s.cutoffs)
 
     # the hot path ------------------------------------------------------------
 
@@ -174,12 +219,28 @@ class AgentRuntime:
         """The agent's own lean subscriber connection (core.resp), configured like the raw client."""
         return Subscription(Address.from_client(self._raw_client))
 
-    async def _read(self, pubsub: Subscription) -> None:
-        """Hand every message to its handler straight from the socket callback; no await per message."""
-        handlers = self._handlers
-        if not handlers:
+    async def _read(self) -> None:
+        """Hand every message to its handler straight from the socket callback; no await per message.
+
+        A lost subscription (Redis cut a slow subscriber off, or the connection dropped) is
+        counted and re-established in-process; only a Redis that stays away ends the process.
+        """
+        if not self._handlers:
             await asyncio.Event().wait()
-        stats = self.stats
+        dispatch = self._dispatcher()
+        while True:
+            try:
+                await self._pubsub.listen(dispatch)
+            except RedisUnavailableError as e:
+                if self._stopping:
+                    raise
+                self.stats.cutoffs += 1
+                log.warning("agent %s lost its subscription (%s); resubscribing (cutoff %d)",
+                            self.agent.name, e, self.stats.cutoffs)
+                await self._resubscribe()
+
+    def _dispatcher(self) -> Callable[[bytes, bytes], None]:
+        handlers, stats = self._handlers, self.stats
 
         def dispatch(channel: bytes, data: bytes) -> None:
             handler = handlers.get(channel)
@@ -192,10 +253,28 @@ class AgentRuntime:
                 self._bad_input.warning("decode", "agent %s skipped a bad message on %s: %s",
                                         self.agent.name, channel.decode(errors="replace"), e)
 
-        try:
-            await pubsub.listen(dispatch)
-        except RedisUnavailableError as e:
-            raise RedisUnavailableError(f"lost the Redis subscription: {e}") from e
+        return dispatch
+
+    async def _resubscribe(self) -> None:
+        """A new subscription with capped, jittered backoff; the latest quotes fill the gap."""
+        await self._pubsub.aclose()
+        deadline_ns = time.monotonic_ns() + RESUBSCRIBE_DEADLINE_NS
+        delay_s = 0.05
+        while True:
+            self._pubsub = self._subscription()
+            try:
+                await self._pubsub.subscribe(*self._handlers)
+                await self._prime_from_latest_quotes()
+            except (RedisUnavailableError, RedisConnectionError, RedisTimeoutError, OSError) as e:
+                await self._pubsub.aclose()
+                if time.monotonic_ns() >= deadline_ns:
+                    raise RedisUnavailableError(f"could not resubscribe within "
+                                                f"{format_duration_ns(RESUBSCRIBE_DEADLINE_NS)}: {e}") from e
+                await asyncio.sleep(delay_s * (0.5 + random.random()))
+                delay_s = min(delay_s * 2, RESUBSCRIBE_MAX_DELAY_S)
+                continue
+            log.info("agent %s resubscribed to %d channels", self.agent.name, len(self._handlers))
+            return
 
     async def _invoke(self, event: Event) -> None:
         if self._stopping:
@@ -230,9 +309,17 @@ class AgentRuntime:
 
     # helpers -------------------------------------------------------------------
 
+    def _wanted(self) -> str:
+        """The symbols this agent needs streamed; in the heartbeat, so demand expires with it."""
+        return ",".join(self.settings.instruments) if self.settings.on_quotes else ""
+
     async def _announce_demand(self) -> None:
-        """Ask the hub to stream our instruments (it serves the union of all demand)."""
-        if not self.settings.instruments or not self.settings.on_quotes:
+        """Ask the hub to stream our instruments (it serves the union of all demand).
+
+        The heartbeat (claimed before this) lists them in ``wants``: the hub drops a
+        member of the wanted set once no live agent's heartbeat wants it.
+        """
+        if not self._wanted():
             return
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.sadd(self._keys.wanted_symbols(), *self.settings.instruments)
@@ -240,14 +327,27 @@ class AgentRuntime:
             await pipe.execute()
 
     async def _prime_from_latest_quotes(self) -> None:
-        """Start from the hub's latest quotes so a quiet market still gets a first run."""
+        """Start (and restart after a cut-off) from the hub's latest quotes, so a quiet market
+        still gets a run and quotes missed in a gap are replaced by the newest one.
+
+        Offered only when newer than what the slot already has or ran on (a quote that
+        arrived first, or a hash nobody updated), and only if the agent's filter accepts it.
+        """
         if not self.settings.on_quotes:
             return
+        usable_quotes = type(self.agent).usable_quotes
         for symbol, slot in self._slots.items():
             fields = await self._client.hgetall(self._keys.latest_quote(symbol))
-            if fields and not slot.pending:
-                with contextlib.suppress(DecodeError):
-                    slot.offer(quote_from_hash(symbol, fields))
+            if not fields:
+                continue
+            try:
+                quote = quote_from_hash(symbol, fields)
+            except DecodeError as e:
+                self.stats.bad_messages += 1
+                self._bad_input.warning("hash", "agent %s skipped a bad latest-quote hash: %s", self.agent.name, e)
+                continue
+            if quote.ts_event_ns > slot.newest_ts_ns() and usable_quotes.accepts(quote):
+                slot.offer(quote)
 
     def _heartbeat_fields(self) -> dict[str, str | int | float]:
         s = self.stats
@@ -255,6 +355,7 @@ class AgentRuntime:
             "kind": "agent", "class": type(self.agent).__name__, "agent_type": self.settings.agent_type,
             "instruments": ",".join(self.settings.instruments), "runs": s.runs, "errors": s.errors,
             "conflated": s.conflated, "received": s.received, "bad_messages": s.bad_messages,
+            "unusable": s.unusable, "cutoffs": s.cutoffs, "wants": self._wanted(),
             "stale_skipped": s.stale_skipped, "skipped_ticks": s.skipped_ticks, "last_run_ns": s.last_run_ns,
             "lag_ms": round(s.last_lag_ns / 1e6, 3), "max_lag_ms": round(s.max_lag_ns / 1e6, 3),
             "throttle": format_duration_ns(self.settings.throttle_ns),

@@ -15,7 +15,7 @@ from typing import Any
 
 from agents.events import Event, Tick
 from core.clock import Clock
-from core.codec import quote_from_valid_row
+from core.codec import Quote, quote_from_valid_row
 
 
 @dataclass
@@ -27,6 +27,10 @@ class AgentStats:
     conflated: int = 0
     received: int = 0
     bad_messages: int = 0
+    #: quotes the agent's usable_quotes filter refused (newer than the quote kept, or with none kept)
+    unusable: int = 0
+    #: times the subscription was lost (e.g. Redis cut off a stalled agent) and re-established in-process
+    cutoffs: int = 0
     stale_skipped: int = 0
     skipped_ticks: int = 0
     last_run_ns: int = 0
@@ -39,7 +43,8 @@ class AgentStats:
 
 
 class Slot:
-    """Latest-wins holder for one instrument's newest event.
+    """Latest-wins holder for one instrument's newest event (the newest *usable* quote: the
+    reader offers only quotes the agent's filter accepted, so a refused one never replaces it).
 
     Quotes arrive as validated wire rows and become :class:`Quote` objects only
     when taken: under conflation most are replaced unseen, and building the
@@ -72,6 +77,14 @@ class Slot:
         self._row = row
         self.pending = True
         self.wake.set()
+
+    def newest_ts_ns(self) -> int:
+        """Event time of the newest quote this slot holds or last handed out; -1 before any."""
+        if self._row is not None:
+            ts_ns: int = self._row[0]
+            return ts_ns
+        latest = self.latest
+        return latest.ts_event_ns if isinstance(latest, Quote) else -1
 
     def take(self) -> Event | None:
         self.pending = False

@@ -3,7 +3,9 @@
 The fair price is the micro-price, the mid weighted by the size on the other
 side: ``(bid * ask_size + ask * bid_size) / (bid_size + ask_size)``. A large
 bid pushes it toward the ask. Without usable sizes it is the plain mid.
-Crossed and one-sided quotes are skipped (see agents.quote_checks).
+Crossed and one-sided quotes are never used: the runtime conflates to the
+newest usable quote (``usable_quotes``, agents.quote_checks), so the cache
+ends on the last usable quote even when an unusable one came right after it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, ClassVar
 from agents.base import TradingAgent
 from agents.cli import run_agent_module
 from agents.events import Event
-from agents.quote_checks import has_sizes, unusable_reason
+from agents.quote_checks import TWO_SIDED, QuoteFilter, has_sizes, unusable_reason
 from cache import DataCache
 from core.codec import Quote
 
@@ -34,6 +36,7 @@ class Spotter(TradingAgent):
     """Fair price (micro-price) per instrument."""
 
     defaults: ClassVar[Mapping[str, Any]] = {"throttle": "100ms"}
+    usable_quotes: ClassVar[QuoteFilter] = TWO_SIDED
 
     def __init__(self, config: Mapping[str, Any] | None = None, data_cache: DataCache | None = None,
                  **kwargs: Any) -> None:

@@ -1,9 +1,12 @@
 """SpreadCalculator: rolling average bid-ask spread into ``tf:cache:<SYMBOL> spread``.
 
 The average is over the quotes the agent ran on during the last ``window``
-of event time (the quotes' own timestamps, so replays give the same result).
+of event time (the quotes' own timestamps, not the clock). Which quotes it ran
+on depends on conflation (throttle, load, replay speed), so the value is
+path-dependent: docs/data-quality.md says when a replay matches a live session.
 Also writes ``spread_bps`` (relative to the mid). Crossed and one-sided quotes
-are skipped; a locked quote counts as a zero spread.
+are never used (the runtime conflates to the newest usable quote); a locked
+quote counts as a zero spread.
 """
 
 from __future__ import annotations
@@ -13,11 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.base import TradingAgent
 from agents.cli import run_agent_module
-from agents.events import Event
-from agents.quote_checks import unusable_reason
-from cache import DataCache
+from agents.quote_analysis import QuoteAnalysis
 from core.codec import Quote
 from core.errors import ConfigError
 from core.settings import option
@@ -55,24 +55,19 @@ class SpreadParams:
             raise ConfigError("setting 'window' must be > 0, e.g. 60s")
 
 
-class SpreadCalculator(TradingAgent):
+class SpreadCalculator(QuoteAnalysis[RollingMean]):
     """Rolling average of the quoted spread per instrument."""
 
     Params = SpreadParams
     defaults: ClassVar[Mapping[str, Any]] = {"throttle": "100ms"}
 
-    def __init__(self, config: Mapping[str, Any] | None = None, data_cache: DataCache | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(config, data_cache, **kwargs)
-        self._means: dict[str, RollingMean] = {}
+    def new_state(self, symbol: str) -> RollingMean:
+        return RollingMean(self.params.window_ns)
 
-    async def run(self, data: Event) -> None:
-        if not isinstance(data, Quote) or unusable_reason(data) is not None:
-            return
-        mean = self._means.setdefault(data.symbol, RollingMean(self.params.window_ns))
-        spread = mean.add(data.ts_event_ns, data.ask - data.bid)
-        mid = (data.ask + data.bid) / 2.0
-        await self.data_cache.update(data.symbol, {"spread": spread, "spread_bps": spread / mid * 1e4})
+    async def on_quote(self, quote: Quote, state: RollingMean) -> None:
+        spread = state.add(quote.ts_event_ns, quote.ask - quote.bid)
+        mid = (quote.ask + quote.bid) / 2.0
+        await self.data_cache.update(quote.symbol, {"spread": spread, "spread_bps": spread / mid * 1e4})
 
 
 if __name__ == "__main__":

@@ -9,9 +9,14 @@ updates an exponentially weighted variance rate with a time-based decay::
 
 ``volatility = sqrt(var * annualization)`` with ``annualization`` in seconds per
 year: 5,896,800 by default (252 trading days of 6.5 hours, US equities);
-use 31,536,000 for markets that trade around the clock. Quotes with the same
-timestamp as the previous sample are folded into the next return; crossed and
-one-sided quotes are skipped.
+use 31,536,000 for markets that trade around the clock.
+
+Quotes that share a timestamp count as one sample, the *last* of them: a later
+quote with the same timestamp replaces the return the earlier one gave. That is
+what conflation hands the agent (the hub sends a timestamp's quotes in one
+message and the runtime keeps the newest usable one), so seeing every quote or
+only the conflated ones gives the same value. A quote older than the last
+sample is ignored. Crossed and one-sided quotes are never used.
 """
 
 from __future__ import annotations
@@ -21,11 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.base import TradingAgent
 from agents.cli import run_agent_module
-from agents.events import Event
-from agents.quote_checks import unusable_reason
-from cache import DataCache
+from agents.quote_analysis import QuoteAnalysis
 from core.codec import Quote
 from core.errors import ConfigError
 from core.settings import option
@@ -34,7 +36,7 @@ US_EQUITY_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 
 
 class EwmaVariance:
-    """Time-decayed EWMA of squared log-returns per second."""
+    """Time-decayed EWMA of squared log-returns per second, one sample per timestamp (the last)."""
 
     def __init__(self, halflife_s: float) -> None:
         self._decay_per_s = math.log(2) / halflife_s
@@ -42,16 +44,25 @@ class EwmaVariance:
         self.prev_ts_ns = 0
         self.variance_per_s: float | None = None
         self.returns = 0
+        # (mid, ts_ns, variance) before the last return, so a same-timestamp quote can redo it
+        self._before_last: tuple[float, int, float | None] | None = None
 
     def add(self, ts_ns: int, mid: float) -> float | None:
         """Feed a mid; returns the variance rate (per second) once there is a return."""
-        if self.prev_mid is None:
-            self.prev_mid, self.prev_ts_ns = mid, ts_ns
+        if self.prev_mid is None or (ts_ns == self.prev_ts_ns and self._before_last is None):
+            self.prev_mid, self.prev_ts_ns = mid, ts_ns  # the first timestamp's last mid
             return None
-        dt_s = (ts_ns - self.prev_ts_ns) / 1e9
-        if dt_s <= 0:
+        if ts_ns == self.prev_ts_ns and self._before_last is not None:
+            self.prev_mid, self.prev_ts_ns, self.variance_per_s = self._before_last
+            self.returns -= 1
+        elif ts_ns < self.prev_ts_ns:
             return self.variance_per_s
-        rate = math.log(mid / self.prev_mid) ** 2 / dt_s
+        return self._step(ts_ns, mid, self.prev_mid)
+
+    def _step(self, ts_ns: int, mid: float, prev_mid: float) -> float:
+        self._before_last = (prev_mid, self.prev_ts_ns, self.variance_per_s)
+        dt_s = (ts_ns - self.prev_ts_ns) / 1e9
+        rate = math.log(mid / prev_mid) ** 2 / dt_s
         if self.variance_per_s is None:
             self.variance_per_s = rate
         else:
@@ -74,25 +85,20 @@ class VolatilityParams:
             raise ConfigError("setting 'annualization' must be > 0 (seconds per year), e.g. 5896800")
 
 
-class Volatility(TradingAgent):
+class Volatility(QuoteAnalysis[EwmaVariance]):
     """Annualized EWMA realized volatility of mid log-returns per instrument."""
 
     Params = VolatilityParams
     defaults: ClassVar[Mapping[str, Any]] = {"throttle": "250ms"}
 
-    def __init__(self, config: Mapping[str, Any] | None = None, data_cache: DataCache | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(config, data_cache, **kwargs)
-        self._estimators: dict[str, EwmaVariance] = {}
+    def new_state(self, symbol: str) -> EwmaVariance:
+        return EwmaVariance(self.params.halflife_ns / 1e9)
 
-    async def run(self, data: Event) -> None:
-        if not isinstance(data, Quote) or unusable_reason(data) is not None:
-            return
-        estimator = self._estimators.setdefault(data.symbol, EwmaVariance(self.params.halflife_ns / 1e9))
-        variance_per_s = estimator.add(data.ts_event_ns, (data.bid + data.ask) / 2.0)
+    async def on_quote(self, quote: Quote, state: EwmaVariance) -> None:
+        variance_per_s = state.add(quote.ts_event_ns, (quote.bid + quote.ask) / 2.0)
         if variance_per_s is None:
             return
-        await self.data_cache.set(data.symbol, "volatility", math.sqrt(variance_per_s * self.params.annualization))
+        await self.data_cache.set(quote.symbol, "volatility", math.sqrt(variance_per_s * self.params.annualization))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ floats (shares, contracts or coins). A trade message on ``<ns>:md:trade:<SYMBOL>
 has the same envelope with rows ``[ts_event_ns, ts_recv_ns, price, size]``.
 
 Plain ``msgpack.unpackb(raw)`` decodes every message; nothing here is private.
+
+Bounds checked at decode (a value outside them makes the message a bad message,
+counted and skipped by the reader; docs/data-quality.md):
+
+- prices: finite, ``0 <= price <= MAX_PRICE`` (1e9; 0 means "no quote on this side");
+- sizes: finite, ``0 <= size <= MAX_SIZE`` (1e15, room for coins quoted in units of 1e-8);
+- timestamps: integers, ``0 <= ts_ns <= MAX_TS_NS`` (2100-01-01T00:00:00Z).
 """
 
 from __future__ import annotations
@@ -29,13 +36,21 @@ from typing import Any
 import msgpack
 
 from core.errors import DecodeError
+from core.names import shown
 
 WIRE_VERSION = 1
 QUOTE_ROW_LEN = 6
 TRADE_ROW_LEN = 4
 
 QuoteRow = tuple[int, int, float, float, float, float]
-_INF = math.inf
+#: Largest price a quote or trade may carry (any real instrument is far below it).
+MAX_PRICE = 1e9
+#: Largest size (shares, contracts or coins).
+MAX_SIZE = 1e15
+#: Latest timestamp accepted: 2100-01-01T00:00:00Z in ns (an int64 holds it with room to spare).
+MAX_TS_NS = 4_102_444_800 * 1_000_000_000
+#: Judges one validated quote row (``[ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size]``).
+RowCheck = Callable[[list[Any]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +143,7 @@ def _envelope(raw: bytes) -> tuple[str, list[Any]]:
         raise DecodeError("expected [version, symbol, rows]", raw)
     version, symbol, rows = message
     if version != WIRE_VERSION:
-        raise DecodeError(f"unsupported wire version {version!r}", raw)
+        raise DecodeError(f"unsupported wire version {shown(version)}", raw)
     if not isinstance(symbol, str) or not isinstance(rows, list) or not rows:
         raise DecodeError("symbol must be a string and rows a non-empty list", raw)
     return symbol, rows
@@ -147,18 +162,21 @@ def decode_rows(raw: bytes, row_len: int) -> tuple[str, list[Any]]:
     return symbol, rows
 
 
-def _number(value: Any, name: str, raw: bytes) -> float:
+def _number(value: Any, name: str, raw: bytes, limit: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise DecodeError(f"{name} is not a number: {value!r}", raw)
-    number = float(value)
-    if not math.isfinite(number) or number < 0.0:
-        raise DecodeError(f"{name} must be finite and >= 0, got {value!r}", raw)
+        raise DecodeError(f"{name} is not a number: {shown(value)}", raw)
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if not (0.0 <= number <= limit):  # NaN fails too
+        raise DecodeError(f"{name} must be finite and within 0..{limit:g}, got {shown(value)}", raw)
     return number
 
 
 def _timestamp(value: Any, name: str, raw: bytes) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DecodeError(f"{name} must be a non-negative integer of ns, got {value!r}", raw)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TS_NS:
+        raise DecodeError(f"{name} must be an integer of ns within 0..{MAX_TS_NS} (year 2100), got {shown(value)}", raw)
     return value
 
 
@@ -166,25 +184,27 @@ def _is_clean(row: list[Any]) -> bool:
     """A six-value row exactly as the hub writes it (float prices and sizes, int ns), valid.
 
     One chained test instead of a call per field; NaN fails every comparison,
-    so ``0.0 <= x < inf`` is "finite and >= 0".
+    so ``0.0 <= x <= MAX_PRICE`` is "finite and within bounds".
     """
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
     return (type(bid) is float and type(ask) is float and type(bid_size) is float and type(ask_size) is float
-            and 0.0 <= bid < _INF and 0.0 <= ask < _INF and 0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF
-            and type(ts_event_ns) is int and type(ts_recv_ns) is int and ts_event_ns >= 0 and ts_recv_ns >= 0)
+            and 0.0 <= bid <= MAX_PRICE and 0.0 <= ask <= MAX_PRICE
+            and 0.0 <= bid_size <= MAX_SIZE and 0.0 <= ask_size <= MAX_SIZE
+            and type(ts_event_ns) is int and type(ts_recv_ns) is int
+            and 0 <= ts_event_ns <= MAX_TS_NS and 0 <= ts_recv_ns <= MAX_TS_NS)
 
 
 def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
-    """Validate one decoded row. NaN, negative or non-numeric fields raise DecodeError."""
+    """Validate one decoded row. Non-numeric fields and values outside the bounds raise DecodeError."""
     if _is_clean(row):
         return quote_from_valid_row(symbol, row)
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
     return Quote(
         symbol=symbol,
-        bid=_number(bid, "bid", raw),
-        bid_size=_number(bid_size, "bid_size", raw),
-        ask=_number(ask, "ask", raw),
-        ask_size=_number(ask_size, "ask_size", raw),
+        bid=_number(bid, "bid", raw, MAX_PRICE),
+        bid_size=_number(bid_size, "bid_size", raw, MAX_SIZE),
+        ask=_number(ask, "ask", raw, MAX_PRICE),
+        ask_size=_number(ask_size, "ask_size", raw, MAX_SIZE),
         ts_event_ns=_timestamp(ts_event_ns, "ts_event_ns", raw),
         ts_recv_ns=_timestamp(ts_recv_ns, "ts_recv_ns", raw),
     )
@@ -213,6 +233,27 @@ def decode_latest_row(raw: bytes) -> tuple[str, list[Any], int]:
     return symbol, list(quote_from_row(symbol, rows[-1], raw).to_row()), len(rows)
 
 
+def decode_latest_usable_row(raw: bytes, usable: RowCheck) -> tuple[str, list[Any] | None, int, int]:
+    """Like :func:`decode_latest_row`, but the newest row that ``usable`` accepts (None: none did).
+
+    Returns (symbol, row or None, rows in the message, rows newer than the one returned).
+    The newest row is judged first, so the usual cost is one call of ``usable``;
+    only when it is refused are the older rows unpacked again and judged, newest first.
+    """
+    symbol, row, count = decode_latest_row(raw)
+    if usable(row):
+        return symbol, row, count, 0
+    _, rows = _envelope(raw)
+    for index in range(count - 2, -1, -1):
+        older = rows[index]
+        _check_row_shape(older, QUOTE_ROW_LEN, raw)
+        if not _is_clean(older):
+            older = list(quote_from_row(symbol, older, raw).to_row())
+        if usable(older):
+            return symbol, older, count, count - 1 - index
+    return symbol, None, count, count
+
+
 def quote_from_valid_row(symbol: str, row: list[Any]) -> Quote:
     """A Quote from a row ``decode_latest_row`` returned."""
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
@@ -235,7 +276,7 @@ def decode_trades(raw: bytes) -> list[Trade]:
     symbol, rows = decode_rows(raw, TRADE_ROW_LEN)
     trades = []
     for ts_event_ns, ts_recv_ns, price, size in rows:
-        trades.append(Trade(symbol, _number(price, "price", raw), _number(size, "size", raw),
+        trades.append(Trade(symbol, _number(price, "price", raw, MAX_PRICE), _number(size, "size", raw, MAX_SIZE),
                             _timestamp(ts_event_ns, "ts_event_ns", raw),
                             _timestamp(ts_recv_ns, "ts_recv_ns", raw)))
     return trades
@@ -254,12 +295,13 @@ def quote_to_hash(quote: Quote) -> dict[str, str]:
 
 
 def quote_from_hash(symbol: str, fields: dict[str, str]) -> Quote:
-    """Inverse of :func:`quote_to_hash`, for readers of the latest-quote hash."""
+    """Inverse of :func:`quote_to_hash`, for readers of the latest-quote hash; same bounds as the wire."""
     try:
-        return Quote(symbol, float(fields["bid"]), float(fields["bid_size"]), float(fields["ask"]),
-                     float(fields["ask_size"]), int(fields["ts_ns"]), int(fields.get("ts_recv_ns", 0)))
+        row = [int(fields["ts_ns"]), int(fields.get("ts_recv_ns", 0)), float(fields["bid"]),
+               float(fields["bid_size"]), float(fields["ask"]), float(fields["ask_size"])]
     except (KeyError, ValueError) as e:
         raise DecodeError(f"latest-quote hash for {symbol} is incomplete: {e}", b"") from e
+    return quote_from_row(symbol, row)
 
 
 def encode_cache_change(symbol: str, fields: list[str], ts_ns: int) -> bytes:
@@ -274,4 +316,5 @@ def decode_cache_change(raw: bytes) -> tuple[str, list[str], int]:
         raise DecodeError(f"not a cache-change message: {type(e).__name__}", raw) from e
     if not isinstance(symbol, str) or not isinstance(fields, list) or not isinstance(ts_ns, int):
         raise DecodeError("expected [symbol, [fields], ts_ns]", raw)
+    _timestamp(ts_ns, "ts_ns", raw)
     return symbol, [str(f) for f in fields], ts_ns

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
-from core.settings import option
+from core.settings import check_name_setting, option
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,7 @@ class ProcessSettings:
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"setting 'redis_url': {redact_url(self.redis_url)!r} is not a redis:// URL; "
                               "use e.g. redis://127.0.0.1:6379/0")
-        if not self.namespace or ":" in self.namespace or " " in self.namespace:
-            raise ConfigError(f"setting 'namespace': {self.namespace!r} must be non-empty, without ':' or spaces")
+        check_name_setting(self.namespace, "namespace")
 
     @property
     def keys(self) -> Keys:

@@ -35,6 +35,17 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 """
 
+# A beat rewrites the hash unless another instance holds the name: after a stall longer than the
+# TTL (SIGSTOP, a swapped-out host) the hash has expired and the beat takes the name back, but it
+# never overwrites a process that claimed the name in the meantime.
+_BEAT_LUA = """
+local holder = redis.call('HGET', KEYS[1], 'instance')
+if holder and holder ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -60,6 +71,7 @@ class Heartbeat:
         self._ttl_ms = ttl_ms
         self.instance = uuid.uuid4().hex
         self._claim_script = client.register_script(_CLAIM_LUA)
+        self._beat_script = client.register_script(_BEAT_LUA)
         self._identity: dict[str, str | int | float] = {
             "instance": self.instance, "pid": os.getpid(), "host": socket.gethostname(),
             "started_ns": clock.time_ns()}
@@ -92,10 +104,12 @@ class Heartbeat:
         return same_host and not _pid_alive(int(holder["pid"]))
 
     async def beat(self) -> None:
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.key, mapping=self._mapping())
-            pipe.pexpire(self.key, self._ttl_ms)
-            await pipe.execute()
+        """Refresh the hash; DuplicateInstanceError if another process took the name while we stalled."""
+        if not await self._beat_script(keys=[self.key], args=[self._ttl_ms, *self._flat_fields()]):
+            holder = await self._client.hgetall(self.key)
+            raise DuplicateInstanceError(
+                f"'{self.key}' was taken by pid {holder.get('pid')} on {holder.get('host')} while this "
+                "process was not beating (stalled longer than the heartbeat TTL); stopping this one")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat every interval until ``stop`` is set."""

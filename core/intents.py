@@ -5,7 +5,7 @@ Fields (all strings, readable with ``redis-cli XRANGE tf:orders:intents - +``):
 ==================  =====================================================================
 ``v``               format version, ``1``
 ``kind``            ``submit`` | ``cancel`` | ``replace`` | ``cancel_all``
-``agent``           sender's name (see :data:`AGENT_NAME`)
+``agent``           sender's name (core.names: the one rule for names)
 ``client_order_id`` submit: the order's id; replace: the new order's id
 ``target``          cancel / replace: the client_order_id of the order to act on
 ``symbol``          submit; optional filter of cancel_all
@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import cast
 
+from core import names
 from core.orders import Intent, Order, OrderType, Side, fmt, to_decimal
 from core.ticks import MAX_PRICE, MAX_QTY, MAX_QTY_DECIMALS, decimals, tick_violation
 
@@ -38,9 +39,6 @@ KINDS = ("submit", "cancel", "replace", "cancel_all")
 TIME_IN_FORCE = ("day", "gtc", "ioc", "fok", "opg", "cls")
 #: Alpaca allows up to 128 characters; we keep ids to a safe, readable alphabet.
 CLIENT_ORDER_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-SYMBOL = re.compile(r"^[A-Z0-9.\-/]{1,32}$")
-#: Names that end up in keys and log lines: no spaces, CR/LF, ``*`` or non-ASCII.
-AGENT_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 #: The reserved sender name of operator commands; accepted only on the operator stream
 #: (``tf:orders:operator``), which only the operator role may write.
 OPERATOR = "operator"
@@ -140,13 +138,13 @@ def decode_intent(fields: Mapping[str, str]) -> Intent:
     if fields.get("v") != INTENT_VERSION:
         raise IntentError(f"unsupported intent version {fields.get('v', '')[:20]!r}")
     kind, agent = fields.get("kind", ""), fields.get("agent", "")
-    if not AGENT_NAME.match(agent):
-        raise IntentError(f"agent {agent[:40]!r} must be 1-64 characters of A-Z a-z 0-9 _ . -")
+    if not names.is_name(agent):  # core.names: the one rule for names in keys and logs
+        raise IntentError(f"agent {names.shown(agent)} is not allowed: use {names.NAME_RULE}")
     ts_text = fields.get("ts_ns", "")
     ts_ns = int(ts_text) if TS_NS.match(ts_text) else 0
     symbol = fields.get("symbol", "")
-    if symbol and not SYMBOL.match(symbol):
-        raise IntentError(f"symbol {symbol[:40]!r} must be 1-32 characters of A-Z 0-9 . - /")
+    if symbol and not names.is_symbol(symbol):
+        raise IntentError(f"symbol {names.shown(symbol)} is not allowed: use {names.SYMBOL_RULE}")
     match kind:
         case "submit":
             return _decode_submit(fields, agent, symbol, ts_ns)

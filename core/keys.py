@@ -12,11 +12,11 @@ name                                  type       contents
 ``tf:md:trade:<SYMBOL>``              pub/sub    msgpack trade batches
 ``tf:quote:<SYMBOL>``                 hash       latest quote, human-readable
 ``tf:cache:<SYMBOL>``                 hash       derived state (``fair_price`` ...)
-``tf:cache:PORTFOLIO``                hash       portfolio totals (``pnl_total`` ...)
+``tf:cache:portfolio``                hash       portfolio totals (``pnl_total`` ...)
 ``tf:cache:changed:<SYMBOL>``         pub/sub    msgpack list of changed cache fields
 ``tf:agent:<NAME>``                   hash       agent heartbeat (expires)
 ``tf:hub:<NAME>``                     hash       hub heartbeat (expires)
-``tf:symbols:wanted``                 set        symbols agents asked for
+``tf:symbols:wanted``                 set        symbols agents asked for (lapse with their heartbeats)
 ``tf:ctl:symbols``                    pub/sub    "demand changed" notifications
 ``tf:orders:intents``                 stream     order intents (consumer group)
 ``tf:orders:events``                  stream     execution events
@@ -36,9 +36,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.names import check_name
+
 DEFAULT_NAMESPACE = "tf"
-#: The DataCache "instrument" holding portfolio-wide values (``tf:cache:PORTFOLIO``).
-PORTFOLIO = "PORTFOLIO"
+#: The DataCache "instrument" holding portfolio-wide values (``tf:cache:portfolio``). Lower case:
+#: symbols are upper-cased (core.names), so no symbol's ``tf:cache:<SYMBOL>`` can be this key.
+PORTFOLIO = "portfolio"
+#: Where portfolio totals lived before: now the cache of the symbol PORTFOLIO (agents.pnl migrates).
+LEGACY_PORTFOLIO = "PORTFOLIO"
 #: Suffix of the field holding a cache field's write time (``fair_price:ts_ns``).
 CACHE_TS_SUFFIX = ":ts_ns"
 
@@ -48,6 +53,9 @@ class Keys:
     """Key and channel names under one namespace."""
 
     namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        check_name(self.namespace, "namespace")  # every key starts with it: core.names' rule
 
     def _name(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from core import names
 from core.errors import ConfigError
 
 T = TypeVar("T")
@@ -63,12 +65,29 @@ def parse_symbols(value: object, setting: str) -> tuple[str, ...]:
     items: Iterable[object] = value.split(",") if isinstance(value, str) else value  # type: ignore[assignment]
     if not isinstance(items, Iterable):
         raise ConfigError(f"setting '{setting}': expected a comma-separated list, got {value!r}")
-    symbols = [str(item).strip().upper() for item in items]
-    symbols = [s for s in symbols if s]
-    for symbol in symbols:
-        if not re.fullmatch(r"[A-Z0-9.\-/]{1,32}", symbol):
-            raise ConfigError(f"setting '{setting}': {symbol!r} is not a valid symbol")
+    symbols = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            symbols.append(names.check_symbol(text))
+        except names.NameRuleError:
+            raise ConfigError(f"setting '{setting}': {names.shown(text)} is not a valid symbol; "
+                              f"use {names.SYMBOL_RULE}") from None
     return tuple(dict.fromkeys(symbols))
+
+
+def check_name_setting(value: str, setting: str) -> None:
+    """ConfigError unless ``value`` follows the name rule of core.names (it becomes part of keys and logs)."""
+    if not names.is_name(value):
+        raise ConfigError(f"setting '{setting}': {names.shown(value)} is not allowed; use {names.NAME_RULE}")
+
+
+def nearest(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest choice, or ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_names(value: object, setting: str) -> tuple[str, ...]:
@@ -207,7 +226,8 @@ def build(cls: type[T], values: Mapping[str, Any], *, allow_unknown: bool = Fals
     if not allow_unknown:
         unknown = sorted(set(values) - set(specs))
         if unknown:
-            raise ConfigError(f"unknown setting '{unknown[0]}'; known settings: {', '.join(sorted(specs))}")
+            raise ConfigError(f"unknown setting '{unknown[0]}'{nearest(unknown[0], specs)}; "
+                              f"known settings: {', '.join(sorted(specs))}")
     kwargs = {}
     for key, spec in specs.items():
         if key in values:
@@ -246,7 +266,10 @@ def gather(argv: Sequence[str] | None, classes: Sequence[type], *, prog: str,
     parser = _Parser(prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="TOML or JSON file of settings")
     add_flags(parser, classes, defaults)
-    args = vars(parser.parse_args(argv))
+    parsed, extra = parser.parse_known_args(argv)
+    if extra:
+        raise ConfigError(_unknown_flag(["--config", *(s.flag for c in classes for s in option_specs(c))], extra))
+    args = vars(parsed)
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     config_path = args.pop("config", None) or environ.get("TF_CONFIG")
@@ -261,8 +284,8 @@ def gather(argv: Sequence[str] | None, classes: Sequence[type], *, prog: str,
     values.update(args)
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown setting '{unknown[0]}' in {config_path}; known settings: "
-                          f"{', '.join(sorted(known))}")
+        raise ConfigError(f"unknown setting '{unknown[0]}'{nearest(unknown[0], known)} in {config_path}; "
+                          f"known settings: {', '.join(sorted(known))}")
     return values
 
 
@@ -270,6 +293,12 @@ def pick(values: Mapping[str, Any], cls: type) -> dict[str, Any]:
     """The subset of ``values`` that belongs to ``cls``."""
     keys = {spec.key for spec in option_specs(cls)}
     return {k: v for k, v in values.items() if k in keys}
+
+
+def _unknown_flag(flags: Sequence[str], extra: Sequence[str]) -> str:
+    """``unknown setting: '--instrument' (did you mean '--instruments'?); see --help``."""
+    flag = next((arg.split("=", 1)[0] for arg in extra if arg.startswith("-")), extra[0])
+    return f"unknown setting: {names.shown(flag)}{nearest(flag, flags)}; see --help"
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,7 +7,7 @@ Layers (each an agent; all run as tasks of this process over Redis)::
            ──> SpreadCalculator ─> spread ─────┘                                    │
     positions <── sim broker fills (execution gateway) <────────────────────────────┘
     positions ──> DeltaHedger (every second: hedge |delta| > limit back inside)
-              ──> PnL (every second: pnl_* per symbol and in tf:cache:PORTFOLIO)
+              ──> PnL (every second: pnl_* per symbol and in tf:cache:portfolio)
 
 "Shadow" mode: the orders are real orders through the real gateway and its risk
 checks, filled by the sim broker against the live quotes on the bus. Nothing
@@ -25,7 +25,7 @@ separate processes of ``make run`` instead (``python -m hub`` and
     .venv/bin/python examples/shadow_market_making_algo.py --external
 
 Watch it meanwhile: ``redis-cli HGETALL tf:cache:AAPL``, ``redis-cli HGETALL tf:position:AAPL``,
-``redis-cli HGETALL tf:cache:PORTFOLIO``, ``python -m hub.status``. Stop: Ctrl-C (quotes are
+``redis-cli HGETALL tf:cache:portfolio``, ``python -m hub.status``. Stop: Ctrl-C (quotes are
 cancelled on the way out).
 """
 

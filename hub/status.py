@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
-from core.keys import CACHE_TS_SUFFIX, Keys
+from core.keys import CACHE_TS_SUFFIX, PORTFOLIO, Keys
 from core.process import config_failure, run_process
 from core.settings import build, gather, option, pick
 
@@ -80,7 +80,9 @@ def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
                a.get("conflated", ""), a.get("bad_messages", ""), a.get("lag_ms", ""),
                _age(a.get("last_run_ns"), now_ns), f"{a.get('pid', '')}@{a.get('host', '')}")
               for n, a in state["agents"].items()]
-    symbols = sorted(set(state["quotes"]) | set(state["cache"]))
+    portfolio = state["cache"].get(PORTFOLIO, {})
+    totals = [tuple(_short(portfolio.get(k, "-")) for k in PORTFOLIO_FIELDS)] if portfolio else []
+    symbols = sorted((set(state["quotes"]) | set(state["cache"])) - {PORTFOLIO})
     market = []
     for symbol in symbols:
         quote, cache = state["quotes"].get(symbol, {}), state["cache"].get(symbol, {})
@@ -93,7 +95,12 @@ def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
         _table("AGENTS", ["name", "class", "type", "runs", "errors", "conflated", "bad", "lag_ms", "last run",
                           "pid@host"], agents),
         _table("MARKET & CACHE", ["symbol", "bid", "ask", "quote age", "cache (value(age))"], market),
+        _table("PORTFOLIO", list(PORTFOLIO_FIELDS), totals),
     ])
+
+
+#: The portfolio totals agents.pnl writes to ``tf:cache:portfolio``.
+PORTFOLIO_FIELDS = ("pnl_total", "pnl_realized", "pnl_unrealized", "positions", "unmarked")
 
 
 def _short(value: str) -> str:

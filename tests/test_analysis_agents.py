@@ -64,15 +64,28 @@ def test_ewma_variance_matches_an_independent_computation() -> None:
     estimator = EwmaVariance(halflife_s)
     for ts_ns, mid in mids:
         estimator.add(ts_ns, mid)
-    # by hand: the same-timestamp 99.0 is folded into the return from 99.9 @3s to 100.2 @4s
-    steps = [(1.0, math.log(100.1 / 100.0)), (2.0, math.log(99.9 / 100.1)),
-             (1.0, math.log(100.2 / 99.9)), (3.0, math.log(100.0 / 100.2))]
+    # by hand: the last quote at 3s (99.0) is that timestamp's sample; 99.9 is replaced
+    steps = [(1.0, math.log(100.1 / 100.0)), (2.0, math.log(99.0 / 100.1)),
+             (1.0, math.log(100.2 / 99.0)), (3.0, math.log(100.0 / 100.2))]
     variance = steps[0][1] ** 2 / steps[0][0]
     for dt_s, r in steps[1:]:
         alpha = 1 - 0.5 ** (dt_s / halflife_s)
         variance = (1 - alpha) * variance + alpha * r * r / dt_s
     assert estimator.variance_per_s == pytest.approx(variance, rel=1e-12)
     assert estimator.returns == 4
+
+
+def test_ewma_variance_same_with_or_without_the_quotes_conflation_drops() -> None:
+    """Conflation keeps the newest quote of a timestamp (one message); seeing them all must not matter."""
+    every = [(0, 100.0), (0, 100.3), (1 * S, 100.1), (1 * S, 99.7), (1 * S, 99.8), (2 * S, 100.2), (2 * S, 100.0)]
+    last_per_ts = [(0, 100.3), (1 * S, 99.8), (2 * S, 100.0)]
+    seen_all, conflated = EwmaVariance(5.0), EwmaVariance(5.0)
+    for ts_ns, mid in every:
+        seen_all.add(ts_ns, mid)
+    for ts_ns, mid in last_per_ts:
+        conflated.add(ts_ns, mid)
+    assert seen_all.variance_per_s == conflated.variance_per_s and seen_all.returns == conflated.returns == 2
+    assert seen_all.add(1 * S, 50.0) == conflated.variance_per_s  # older than the last sample: ignored
 
 
 def test_constant_price_has_zero_volatility() -> None:

@@ -49,11 +49,12 @@ def rolling_spread(rows: list[Row], window_ns: int) -> float:
 
 
 def ewma_volatility(rows: list[Row], halflife_s: float, annualization: float) -> float:
-    variance, prev_ts, prev_mid = None, rows[0][0], (rows[0][2] + rows[0][4]) / 2
-    for ts, _, bid, _, ask, _ in rows[1:]:
-        dt_s, mid = (ts - prev_ts) / 1e9, (bid + ask) / 2
-        if dt_s <= 0:
-            continue
+    """One sample per timestamp, its last usable quote (timestamps ascending in the file)."""
+    last_mid_at = {ts: (bid + ask) / 2 for ts, _, bid, _, ask, _ in rows if 0 < bid <= ask}
+    samples = list(last_mid_at.items())
+    variance, (prev_ts, prev_mid) = None, samples[0]
+    for ts, mid in samples[1:]:
+        dt_s = (ts - prev_ts) / 1e9
         rate = math.log(mid / prev_mid) ** 2 / dt_s
         weight = 1 - 0.5 ** (dt_s / halflife_s)
         variance = rate if variance is None else (1 - weight) * variance + weight * rate

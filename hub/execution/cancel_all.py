@@ -15,9 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core import names
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
-from core.intents import OPERATOR, SYMBOL, encode_intent
+from core.intents import OPERATOR, encode_intent
 from core.orders import Intent
 from core.process import config_failure, run_process
 from core.settings import build, gather, option, pick
@@ -30,7 +31,7 @@ class CancelAllSettings:
     symbol: str = option("", help="cancel only this symbol's orders (default: every symbol)")
 
     def __post_init__(self) -> None:
-        if self.symbol and not SYMBOL.match(self.symbol):
+        if self.symbol and not names.is_symbol(self.symbol):
             raise ConfigError("setting 'symbol' must be 1-32 characters of A-Z 0-9 . - /")
 
 

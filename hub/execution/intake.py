@@ -23,12 +23,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core import names
 from core.clock import Clock
 from core.intents import (
-    AGENT_NAME,
     CLIENT_ORDER_ID,
     KINDS,
-    SYMBOL,
     TS_NS,
     IntentError,
     decode_entry,
@@ -192,9 +191,9 @@ class Intake:
         """Tell the sender: a rejected order when the entry names a new one, else an intent_rejected event."""
         coid, kind = fields.get("client_order_id", ""), fields.get("kind", "")
         coid = coid if CLIENT_ORDER_ID.match(coid) else ""
-        agent = fields.get("agent", "") if AGENT_NAME.match(fields.get("agent", "")) else "?"
+        agent = fields.get("agent", "") if names.is_name(fields.get("agent", "")) else "?"
         if kind in ("submit", "replace") and coid and not await self._store.exists(coid):
-            symbol = fields.get("symbol", "") if SYMBOL.match(fields.get("symbol", "")) else "?"
+            symbol = fields.get("symbol", "") if names.is_symbol(fields.get("symbol", "")) else "?"
             order = Order(client_order_id=coid, agent=agent, symbol=symbol,
                           side="sell" if fields.get("side") == "sell" else "buy", order_type="limit",
                           qty=Decimal(0), limit_price=None, created_ns=self._clock.time_ns())

@@ -6,29 +6,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import redis.asyncio as aioredis
 
 from core.clock import SystemClock
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
-from core.keys import Keys
-from core.settings import build, option, parse_symbols, pick
+from core.settings import build, check_name_setting, option, pick
 from core.tasks import run_until_stopped
+from hub.marketdata.demand import SymbolDemand
 from hub.marketdata.publisher import Publisher
 from hub.marketdata.recording import Recorder
-from hub.marketdata.sources import SOURCES, Source
+from hub.marketdata.sources import SOURCES
 
 log = logging.getLogger(__name__)
 
 SourceName = Literal["sim", "alpaca", "replay"]
-
-#: How often the symbol-demand loop looks at the stop event.
-DEMAND_POLL_S = 0.2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +35,7 @@ class HubSettings:
                                   "(replay it with --source replay --file FILE)")
 
     def __post_init__(self) -> None:
+        check_name_setting(self.name, "name")
         if self.source not in SOURCES:
             raise ConfigError(f"setting 'source': {self.source!r} is not available; "
                               f"choose one of {', '.join(sorted(SOURCES))}")
@@ -64,41 +60,6 @@ def settings_classes() -> list[type]:
     return [ProcessSettings, HubSettings, *(cls for cls, _ in SOURCES.values())]
 
 
-class SymbolDemand:
-    """The union of configured symbols and those agents asked for (``tf:symbols:wanted``)."""
-
-    def __init__(self, client: aioredis.Redis, keys: Keys, configured: Sequence[str]) -> None:
-        self._client = client
-        self._keys = keys
-        self.symbols: tuple[str, ...] = tuple(configured)
-
-    async def refresh(self) -> tuple[str, ...]:
-        """Read the wanted set; return the symbols that are new."""
-        wanted = await self._client.smembers(self._keys.wanted_symbols())
-        new = tuple(s for s in parse_symbols(sorted(wanted), "wanted symbols") if s not in self.symbols)
-        self.symbols += new
-        return new
-
-    async def follow(self, raw_client: aioredis.Redis, source: Source, stop: asyncio.Event) -> None:
-        """Add newly wanted symbols to the live source as agents announce them."""
-        pubsub = raw_client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._keys.symbols_control_channel())
-        try:
-            await self._add_new(source)  # anything announced before we subscribed
-            while not stop.is_set():
-                # polled, not cancelled: a cancelled redis-py listen() on a quiet channel can hang
-                if await pubsub.get_message(timeout=DEMAND_POLL_S) is not None:
-                    await self._add_new(source)
-        finally:
-            await pubsub.aclose()
-
-    async def _add_new(self, source: Source) -> None:
-        new = await self.refresh()
-        if new:
-            log.info("agents asked for %s: adding to the stream", ",".join(new))
-            await source.add_symbols(new)
-
-
 class RateMeter:
     """Quotes per second between heartbeats."""
 
@@ -119,7 +80,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
     raw_client = redis_client(settings.redis_url, decode=False)
     try:
         await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
-        demand = SymbolDemand(client, keys, config.hub.symbols)
+        demand = SymbolDemand(raw_client, keys, config.hub.symbols)
         await demand.refresh()
         _, factory = SOURCES[config.hub.source]
         source = factory(demand.symbols, config.source)
@@ -129,6 +90,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             "kind": "hub", "source": config.hub.source, "symbols": ",".join(demand.symbols),
             "quotes": publisher.stats.quotes, "messages": publisher.stats.messages,
             "dropped": publisher.stats.dropped, "rate_qps": meter.rate(publisher.stats.quotes),
+            "bad_wanted": demand.bad_members, "lapsed_wanted": demand.lapsed,
             **source.status()})
         await heartbeat.claim()
         recorder = Recorder(config.hub.record, config.hub.source) if config.hub.record else None
@@ -137,7 +99,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
         log.info("hub %s streaming %s from %s", config.hub.name, ",".join(demand.symbols) or "-", config.hub.source)
         try:
             await run_until_stopped(stop, source.run(publisher, stop), publisher.run(stop), heartbeat.run(stop),
-                                    demand.follow(raw_client, source, stop), grace_s=2.0)
+                                    demand.follow(source, stop), grace_s=2.0)
         finally:
             if recorder is not None:
                 recorder.close()

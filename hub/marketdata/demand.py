@@ -1,0 +1,140 @@
+"""Symbol demand: what the hub streams beyond ``--symbols``, and when that demand lapses.
+
+Agents announce their instruments by adding them to ``tf:symbols:wanted`` and
+publishing on ``tf:ctl:symbols``; each agent's heartbeat (``tf:agent:<name>``)
+also lists them in its ``wants`` field. The heartbeat expires when the agent is
+gone, so the hub treats a member of the wanted set that no live heartbeat wants
+for ``DEMAND_GRACE_NS`` as lapsed and removes it (an operator's ``SADD`` lasts
+that long too: use ``--symbols`` for standing demand).
+
+The set is input, not configuration: a member that is not a valid symbol
+(``BAD SYM``, ``*``, 33 characters, bytes that are not UTF-8) is skipped,
+counted in the hub heartbeat (``bad_wanted``) and logged once; the rest streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from core import names
+from core.heartbeat import HEARTBEAT_TTL_MS
+from core.keys import Keys
+from hub.marketdata.sources import Source
+
+log = logging.getLogger(__name__)
+
+#: How often the symbol-demand loop looks at the stop event.
+DEMAND_POLL_S = 0.2
+#: How often demand is re-read in full (new members without a notice, lapsed ones).
+DEMAND_REFRESH_NS = 2_000_000_000
+#: A wanted symbol that no live agent's heartbeat lists for this long is removed: one heartbeat
+#: TTL, so an agent between its SADD and its first beat, or one that died a moment ago, is covered.
+DEMAND_GRACE_NS = HEARTBEAT_TTL_MS * 1_000_000
+
+
+class SymbolDemand:
+    """The union of configured symbols and those agents asked for (``tf:symbols:wanted``).
+
+    ``raw_client`` must not decode replies: members and heartbeats are untrusted bytes.
+    """
+
+    def __init__(self, raw_client: aioredis.Redis, keys: Keys, configured: Sequence[str]) -> None:
+        self._client = raw_client
+        self._keys = keys
+        self._configured = frozenset(configured)
+        self.symbols: tuple[str, ...] = tuple(configured)
+        self._bad: set[bytes] = set()
+        self._unbacked_since_ns: dict[bytes, int] = {}
+        self.lapsed = 0
+
+    @property
+    def bad_members(self) -> int:
+        """Distinct invalid members of the wanted set seen so far."""
+        return len(self._bad)
+
+    async def refresh(self) -> tuple[str, ...]:
+        """Read the wanted set; return the symbols that are new."""
+        wanted = {s for s in map(self._symbol, await self._client.smembers(self._keys.wanted_symbols())) if s}
+        new = tuple(s for s in sorted(wanted) if s not in self.symbols)
+        self.symbols += new
+        return new
+
+    def _symbol(self, member: bytes) -> str | None:
+        try:
+            return names.check_symbol(member.decode(), "member")
+        except (UnicodeDecodeError, names.NameRuleError) as e:
+            if member not in self._bad:  # once per member: the set is read every refresh
+                self._bad.add(member)
+                reason = str(e) if isinstance(e, names.NameRuleError) else f"member {names.shown(member)} is not UTF-8"
+                log.warning("skipping a bad member of %s: %s", self._keys.wanted_symbols(), reason)
+            return None
+
+    async def live_wants(self) -> set[str]:
+        """Every symbol a live agent's heartbeat lists in ``wants``."""
+        keys = [k async for k in self._client.scan_iter(match=self._keys.agent_pattern(), count=500)]
+        if not keys:
+            return set()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "wants")
+            values = await pipe.execute()
+        return {s for v in values if isinstance(v, bytes) for s in v.decode(errors="replace").split(",") if s}
+
+    async def expire(self, now_ns: int | None = None) -> list[str]:
+        """Remove members no live heartbeat has wanted for ``DEMAND_GRACE_NS``; return them."""
+        now_ns = time.monotonic_ns() if now_ns is None else now_ns
+        members = await self._client.smembers(self._keys.wanted_symbols())
+        backed = await self.live_wants() | self._configured
+        for member in set(self._unbacked_since_ns) - members:
+            del self._unbacked_since_ns[member]
+        due = []
+        for member in members:
+            if member.decode(errors="replace") in backed:
+                self._unbacked_since_ns.pop(member, None)
+            elif now_ns - self._unbacked_since_ns.setdefault(member, now_ns) >= DEMAND_GRACE_NS:
+                due.append(member)
+        if not due:
+            return []
+        await self._client.srem(self._keys.wanted_symbols(), *due)
+        # an agent that claimed its heartbeat while we looked has added its symbols already: put them back
+        backed = await self.live_wants()
+        back = [m for m in due if m.decode(errors="replace") in backed]
+        if back:
+            await self._client.sadd(self._keys.wanted_symbols(), *back)
+        lapsed = sorted(names.shown(m) if m in self._bad else m.decode() for m in due if m not in back)
+        for member in due:
+            self._unbacked_since_ns.pop(member, None)
+        self.lapsed += len(lapsed)
+        if lapsed:
+            log.info("no live agent wants %s any more: removed from %s", ",".join(lapsed),
+                     self._keys.wanted_symbols())
+        return lapsed
+
+    async def follow(self, source: Source, stop: asyncio.Event) -> None:
+        """Add newly wanted symbols to the live source as agents announce them; expire lapsed demand."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(self._keys.symbols_control_channel())
+        try:
+            await self._add_new(source)  # anything announced before we subscribed
+            next_refresh_ns = time.monotonic_ns() + DEMAND_REFRESH_NS
+            while not stop.is_set():
+                # polled, not cancelled: a cancelled redis-py listen() on a quiet channel can hang
+                if await pubsub.get_message(timeout=DEMAND_POLL_S) is not None:
+                    await self._add_new(source)
+                if time.monotonic_ns() >= next_refresh_ns:
+                    await self._add_new(source)
+                    await self.expire()
+                    next_refresh_ns = time.monotonic_ns() + DEMAND_REFRESH_NS
+        finally:
+            await pubsub.aclose()
+
+    async def _add_new(self, source: Source) -> None:
+        new = await self.refresh()
+        if new:
+            log.info("agents asked for %s: adding to the stream", ",".join(new))
+            await source.add_symbols(new)
