@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import statistics
 from collections.abc import Mapping
@@ -90,13 +91,15 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
         await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
         store = OrderStore(client, keys, clock)
         broker = make_broker(config, store, raw_client)
-        gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock), clock,
+        risk = RiskChecks(config.risk, clock)
+        gateway = Gateway(client, keys, store, broker, risk, clock,
                           consumer=config.gateway.name, batch=config.gateway.intent_batch,
                           poll_ns=config.gateway.risk_poll_ns)
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock, lambda: {
             "kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
             "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
-            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns)})
+            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
+            **dashboard_fields(gateway, risk)})
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
         try:
             await gateway.start()
@@ -120,3 +123,12 @@ def vars_of(gateway: Gateway) -> dict[str, int]:
     return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
             "duplicates": stats.duplicates, "bad_intents": stats.bad_intents, "replayed": stats.replayed}
 
+
+
+def dashboard_fields(gateway: Gateway, risk: RiskChecks) -> dict[str, str | int | float]:
+    """What the dashboard and its metrics need beyond the counters: the ack-latency histogram,
+    rejections per risk check (``rejected:<check>``) and the limits (``limit:<setting>``)."""
+    limits = {f"limit:{name}": value for name, value in dataclasses.asdict(risk.settings).items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {**gateway.stats.ack_ms.fields("ack_ms"), **limits,
+            **{f"rejected:{check}": n for check, n in risk.rejections_by_check.items()}}

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from core.clock import Clock
+from core.histogram import Histogram
 from core.intents import CLIENT_ORDER_ID, IntentError, decode_intent
 from core.keys import Keys
 from core.orders import PENDING_CANCEL, REJECTED, Intent, Order
@@ -48,6 +49,7 @@ class GatewayStats:
     bad_intents: int = 0
     replayed: int = 0
     ack_latency_ns: list[int] = field(default_factory=list)
+    ack_ms: Histogram = field(default_factory=Histogram)  # intent sent -> handled, for the dashboard's metrics
 
 
 class Gateway:
@@ -169,6 +171,7 @@ class Gateway:
     def _note_latency(self, sent_ns: int) -> None:
         samples = self.stats.ack_latency_ns
         samples.append(time.time_ns() - sent_ns)
+        self.stats.ack_ms.observe(samples[-1] / 1e6)
         if len(samples) > 10_000:
             del samples[:5_000]
 

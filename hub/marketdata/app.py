@@ -129,6 +129,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             "kind": "hub", "source": config.hub.source, "symbols": ",".join(demand.symbols),
             "quotes": publisher.stats.quotes, "messages": publisher.stats.messages,
             "dropped": publisher.stats.dropped, "rate_qps": meter.rate(publisher.stats.quotes),
+            **{f"published:{symbol}": n for symbol, n in publisher.stats.by_symbol.items()},
             **source.status()})
         await heartbeat.claim()
         recorder = Recorder(config.hub.record, config.hub.source) if config.hub.record else None
