@@ -91,8 +91,16 @@ async def run_dashboard(process: ProcessSettings, settings: DashboardSettings, t
         log.info("dashboard stopped after %d polls", reader.polls)
 
 
+def refuse_token_flag(argv: Sequence[str]) -> None:
+    """A token typed as a flag would sit in ``ps`` and shell history; refuse it without echoing it."""
+    if any(arg == "--control-token" or arg.startswith("--control-token=") for arg in argv):
+        raise ConfigError(f"the control token is never a flag (ps and shell history would show it); "
+                          f"use --control-token-file FILE or ${TOKEN_ENV}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        refuse_token_flag(sys.argv[1:] if argv is None else argv)
         values = gather(argv, [ProcessSettings, DashboardSettings], prog=PROG,
                         description=f"{__doc__.splitlines()[0]} Control token: --control-token-file or ${TOKEN_ENV}.")
         process = build(ProcessSettings, pick(values, ProcessSettings))
