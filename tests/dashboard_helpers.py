@@ -27,9 +27,17 @@ def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, A
     request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
+            return reply.status, _json(reply.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, _json(e.read())
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        return {"text": body.decode(errors="replace")}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def snapshot(base: str) -> dict[str, Any] | None:

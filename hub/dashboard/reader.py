@@ -99,6 +99,7 @@ class Reader:
             p = state.portfolio
             state.pnl.append((now_ns / 1e6, _num(p.get("pnl_realized")), _num(p.get("pnl_unrealized")),
                               _num(p.get("pnl_total"))))
+        self._forget_unfollowed(symbols)
         state.symbols = symbols
         self.polls += 1
         state.bump()
@@ -171,6 +172,14 @@ class Reader:
         return marks
 
     # deriving --------------------------------------------------------------------------
+
+    def _forget_unfollowed(self, symbols: list[str]) -> None:
+        """Drop what is kept for symbols no longer followed: their quote age would grow forever
+        (a false "feed stale") and their series would hold memory nobody looks at."""
+        state, followed = self._state, set(symbols)
+        for table in (state.quotes, state.cache, state.series):
+            for symbol in [s for s in table if s not in followed]:
+                del table[symbol]
 
     def _symbols(self, now_ns: int) -> list[str]:
         """Streamed symbols first, then demanded, held and asked-for ones, up to ``max_symbols``."""

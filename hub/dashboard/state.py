@@ -21,6 +21,8 @@ Sample = tuple[float | None, ...]
 PRICE_COLUMNS = ("t_ms", "bid", "ask", "fair_price", "own_bid", "own_ask", "fill_buy", "fill_sell",
                  "volatility", "spread")
 PNL_COLUMNS = ("t_ms", "realized", "unrealized", "total")
+#: A process whose heartbeat has been gone this long is no longer listed (nor alerted on as down).
+FORGET_GONE_NS = 600_000_000_000
 
 
 class Series:
@@ -113,9 +115,11 @@ class State:
                 self.processes[(kind, name)] = Process(kind, name, fields, now_ns)
             else:
                 process.update(fields, now_ns)
-        for (k, name), process in self.processes.items():
+        for (k, name), process in list(self.processes.items()):
             if k == kind and name not in found:
                 process.gone = True
+                if now_ns - process.seen_ns > FORGET_GONE_NS:  # stopped on purpose, or renamed
+                    del self.processes[(k, name)]
 
     def mark_down(self, error: str, now_ns: int) -> None:
         if self.redis_up or not self.redis_down_since_ns:

@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -28,6 +29,8 @@ from hub.dashboard.view import Cursor, View
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+#: Host names a loopback-bound dashboard answers to.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 SYMBOL = re.compile(r"^[A-Z0-9.\-/]{1,32}$")
 #: A quiet page still hears from us this often (keeps proxies from closing the stream).
 KEEPALIVE_S = 15.0
@@ -120,7 +123,10 @@ def build_app(state: State, view: View, settings: DashboardSettings, controls: C
         Route("/api/control/cancel-all", e.cancel_all, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    return _SecurityHeaders(Starlette(routes=routes))
+    app: ASGIApp = Starlette(routes=routes)
+    if settings.loopback:  # a page on a rebound DNS name must not read positions and orders either
+        app = TrustedHostMiddleware(app, allowed_hosts=list(LOOPBACK_NAMES))
+    return _SecurityHeaders(app)
 
 
 async def _stream(state: State, view: View, symbol: str, min_interval_s: float,
