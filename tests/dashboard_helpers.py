@@ -17,7 +17,8 @@ def get(url: str) -> tuple[int, bytes]:
         with urllib.request.urlopen(url, timeout=5) as reply:
             return reply.status, reply.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        with e:
+            return e.code, e.read()
     except (urllib.error.URLError, ConnectionError):
         return 0, b""
 
@@ -29,7 +30,8 @@ def post(url: str, body: Any, headers: dict[str, str]) -> tuple[int, dict[str, A
         with urllib.request.urlopen(request, timeout=5) as reply:
             return reply.status, _json(reply.read())
     except urllib.error.HTTPError as e:
-        return e.code, _json(e.read())
+        with e:
+            return e.code, _json(e.read())
 
 
 def _json(body: bytes) -> dict[str, Any]:

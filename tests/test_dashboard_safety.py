@@ -60,6 +60,7 @@ def test_without_a_token_the_control_is_absent_and_a_forged_post_is_refused(
     with pytest.raises(urllib.error.HTTPError) as refused:  # DNS rebinding cannot read the book either
         urllib.request.urlopen(rebound, timeout=5)
     assert refused.value.code == 400
+    refused.value.close()
 
 
 def test_with_a_token_only_a_same_origin_json_post_with_the_token_acts(
