@@ -90,11 +90,13 @@ class Reader:
         fills = self._take_events(replies.pop())
         state.halt, state.reduce_only = replies.pop()
         state.portfolio = replies.pop()
+        ours = _best_own_quotes(state.open_orders)
         for i, symbol in enumerate(symbols):
             quote, cache = replies[2 * i], replies[2 * i + 1]
             state.quotes[symbol], state.cache[symbol] = quote, cache
             if quote:
-                state.series_for(symbol).append(self._sample(symbol, now_ns, quote, cache, fills.get(symbol, {})))
+                state.series_for(symbol).append(_sample(now_ns, quote, cache, ours.get(symbol, (None, None)),
+                                                        fills.get(symbol, {})))
         if slow and state.portfolio:
             p = state.portfolio
             state.pnl.append((now_ns / 1e6, _num(p.get("pnl_realized")), _num(p.get("pnl_unrealized")),
@@ -192,15 +194,29 @@ class Reader:
         ordered = dict.fromkeys([*streamed, *sorted(self._wanted), *sorted(state.positions), *state.requested])
         return list(ordered)[: self._settings.max_symbols]
 
-    def _sample(self, symbol: str, now_ns: int, quote: Fields, cache: Fields,
-                fills: dict[str, float]) -> tuple[float | None, ...]:
-        buys = [p for o in self._state.open_orders if o.get("symbol") == symbol and o.get("side") == "buy"
-                if (p := _num(o.get("limit_price"))) is not None]
-        sells = [p for o in self._state.open_orders if o.get("symbol") == symbol and o.get("side") == "sell"
-                 if (p := _num(o.get("limit_price"))) is not None]
-        return (now_ns / 1e6, _price(quote.get("bid")), _price(quote.get("ask")), _num(cache.get("fair_price")),
-                max(buys, default=None), min(sells, default=None), fills.get("buy"), fills.get("sell"),
-                _num(cache.get("volatility")), _num(cache.get("spread")))
+
+def _best_own_quotes(orders: list[Fields]) -> dict[str, tuple[float | None, float | None]]:
+    """Per symbol, our highest resting buy and lowest resting sell limit."""
+    best: dict[str, tuple[float | None, float | None]] = {}
+    for o in orders:
+        price = _num(o.get("limit_price"))
+        if price is None:
+            continue
+        bid, ask = best.get(o.get("symbol", ""), (None, None))
+        if o.get("side") == "buy":
+            bid = price if bid is None else max(bid, price)
+        else:
+            ask = price if ask is None else min(ask, price)
+        best[o.get("symbol", "")] = (bid, ask)
+    return best
+
+
+def _sample(now_ns: int, quote: Fields, cache: Fields, ours: tuple[float | None, float | None],
+            fills: dict[str, float]) -> tuple[float | None, ...]:
+    """One chart point in the order of state.PRICE_COLUMNS."""
+    return (now_ns / 1e6, _price(quote.get("bid")), _price(quote.get("ask")), _num(cache.get("fair_price")),
+            ours[0], ours[1], fills.get("buy"), fills.get("sell"), _num(cache.get("volatility")),
+            _num(cache.get("spread")))
 
 
 def _num(value: str | None) -> float | None:
