@@ -49,7 +49,9 @@ def test_metrics_move_as_quotes_flow(processes: ProcessGroup) -> None:
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(base)
 
-    first = scrape_until(base, lambda m: value(m, "tf_quotes_received_total", agent="spotter", symbol="AAPL"),
+    # each process's heartbeat carries its own counters: wait for both the hub's and the spotter's
+    first = scrape_until(base, lambda m: value(m, "tf_quotes_received_total", agent="spotter", symbol="AAPL")
+                         and value(m, "tf_quotes_published_total", hub="hub", symbol="AAPL"),
                          "per-symbol quote counters")
     published = value(first, "tf_quotes_published_total", hub="hub", symbol="AAPL")
     runs = value(first, "tf_agent_runs_total", agent="spotter")
