@@ -18,9 +18,11 @@ import redis
 
 from bench.procs import Procs, publish_calls, wait_for, wait_publishing
 from bench.server import free_port
+from core.keys import Keys
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "QQQ", "NVDA", "AMZN", "GOOG", "META", "TSLA", "IWM"]
 RATE = 10_000
+KEYS = Keys()
 TICK_S = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,7 +47,7 @@ def _redis_counters(client: redis.Redis) -> tuple[float, int, int, int, int]:
 def _window(client: redis.Redis, duration_s: float, pid: int | None) -> dict[str, float]:
     started, redis_before = time.monotonic(), _redis_counters(client)
     cpu_before = _proc_cpu_s(pid) if pid else 0.0
-    quotes_before = int(client.hget("tf:hub:bench", "quotes") or 0)
+    quotes_before = int(client.hget(KEYS.hub("bench"), "quotes") or 0)
     time.sleep(duration_s)
     elapsed = time.monotonic() - started
     redis_after = _redis_counters(client)
@@ -54,7 +56,7 @@ def _window(client: redis.Redis, duration_s: float, pid: int | None) -> dict[str
            "redis_out_kb_per_s": round((redis_after[2] - redis_before[2]) / elapsed / 1024, 1),
            "dashboard_commands_per_s": round((redis_after[3] - redis_before[3]) / elapsed, 1),
            "dashboard_commands_redis_pct": round((redis_after[4] - redis_before[4]) / 1e4 / elapsed, 3),
-           "hub_quotes_per_s": round((int(client.hget("tf:hub:bench", "quotes") or 0) - quotes_before) / elapsed)}
+           "hub_quotes_per_s": round((int(client.hget(KEYS.hub("bench"), "quotes") or 0) - quotes_before) / elapsed)}
     if pid:
         out["dashboard_cpu_pct"] = round(100 * (_proc_cpu_s(pid) - cpu_before) / elapsed, 2)
     return out
@@ -93,7 +95,7 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
         procs.start("-m", "agents.spotter", "--instruments", ",".join(SYMBOLS), "--throttle", "100ms",
                     "--log-level", "WARNING")
         wait_publishing(url, before, "the hub")
-        wait_for(lambda: client.exists("tf:cache:AAPL"), "the spotter's cache writes")
+        wait_for(lambda: client.exists(KEYS.cache("AAPL")), "the spotter's cache writes")
         without = _window(client, duration_s, None)
         port = free_port()
         dashboard = procs.start("-m", "hub.dashboard", "--port", str(port), "--log-level", "WARNING")

@@ -91,4 +91,8 @@ def test_page_shows_the_live_stack_and_its_kill_switch_empties_the_book(stack: s
         tab.click("#halt-toggle")
         eventually(lambda: sync_redis.get(KEYS.risk_halt()) is None, timeout_s=5, message="halt cleared from the page")
         eventually(lambda: sync_redis.scard(KEYS.open_orders()) > 0, timeout_s=20, message="quoting again")
+        tab.click("#cancel-all")
+        eventually(lambda: [f for _, f in sync_redis.xrange(KEYS.order_intents())
+                            if f.get("kind") == "cancel_all" and f.get("agent") == "*"],
+                   message="a cancel-all intent for every agent from the page")
     assert errors == []

@@ -4,6 +4,7 @@ bad states plainly: Redis down (and back), no hub, a symbol nobody streams."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -97,6 +98,15 @@ def test_a_token_on_the_command_line_is_not_an_option(processes: ProcessGroup) -
     done = processes.run("-m", "hub.dashboard", "--control-token", TOKEN, timeout_s=30)
     assert done.returncode == 78
     assert TOKEN not in done.stderr
+
+
+def test_a_port_in_use_is_a_one_line_config_error(processes: ProcessGroup) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        done = processes.run("-m", "hub.dashboard", "--port", str(taken.getsockname()[1]), timeout_s=30)
+    assert done.returncode == 78
+    assert "Traceback" not in done.stderr and "pass another --port" in done.stderr
 
 
 @pytest.fixture

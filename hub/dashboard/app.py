@@ -58,6 +58,15 @@ def warn_about_exposure(settings: DashboardSettings, token: ControlToken | None)
                     settings.host, settings.port)
 
 
+async def _serve(server: uvicorn.Server, settings: DashboardSettings) -> None:
+    """uvicorn exits the interpreter when it cannot bind; make that a one-line config error instead."""
+    try:
+        await server.serve()
+    except SystemExit:
+        raise ConfigError(f"cannot serve on {settings.host}:{settings.port} (address in use, or not this "
+                          "machine's): stop the other server or pass another --port / --host") from None
+
+
 async def run_dashboard(process: ProcessSettings, settings: DashboardSettings, token: ControlToken | None,
                         stop: asyncio.Event) -> None:
     client = dashboard_client(process.redis_url)
@@ -71,15 +80,13 @@ async def run_dashboard(process: ProcessSettings, settings: DashboardSettings, t
     log.info("dashboard on http://%s:%d reading %s (%s)", settings.host, settings.port, process.display_url,
              "controls enabled" if token else "read-only: no control token")
     reading = asyncio.create_task(reader.run(stop), name="dashboard:reader")
-    serving = asyncio.create_task(server.serve(), name="dashboard:http")
+    serving = asyncio.create_task(_serve(server, settings), name="dashboard:http")
     stopper = asyncio.create_task(stop.wait(), name="dashboard:stop")
     try:
         done, _ = await asyncio.wait((reading, serving, stopper), return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
-        if serving in done and not server.started:
-            raise OSError(f"could not serve on {settings.host}:{settings.port} (in use?)")
     finally:
         stop.set()
         server.should_exit = True
