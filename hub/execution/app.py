@@ -124,7 +124,6 @@ def vars_of(gateway: Gateway) -> dict[str, int]:
             "duplicates": stats.duplicates, "bad_intents": stats.bad_intents, "replayed": stats.replayed}
 
 
-
 def dashboard_fields(gateway: Gateway, risk: RiskChecks) -> dict[str, str | int | float]:
     """What the dashboard and its metrics need beyond the counters: the ack-latency histogram,
     rejections per risk check (``rejected:<check>``) and the limits (``limit:<setting>``)."""
