@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.keys import Keys
 from tests.conftest import free_port
 from tests.dashboard_helpers import get, wait_until_serving
 from tests.helpers import ProcessGroup, eventually
 
 SYMBOLS = "AAPL,MSFT"
+KEYS = Keys()
 
 
 def scrape(base: str) -> dict[str, Any]:
@@ -38,16 +41,21 @@ def value(families: dict[str, Any], sample_name: str, **labels: str) -> float | 
 
 
 @pytest.mark.timeout(120)
-def test_metrics_move_as_quotes_flow(processes: ProcessGroup) -> None:
+def test_metrics_move_as_quotes_flow(processes: ProcessGroup, sync_redis: redis.Redis) -> None:
     processes.start("-m", "hub", "--source", "sim", "--symbols", SYMBOLS, "--sim-rate", "400")
     processes.start("-m", "hub.execution", "--broker", "sim")
     processes.start("-m", "agents.spotter", "--instruments", SYMBOLS, "--throttle", "50ms")
     processes.start("-m", "agents.quote_manager", "--instruments", SYMBOLS, "--throttle", "250ms", "--quote-size", "10",
                     "--tolerance", "0.05", "--min-spread", "0.04", "--max-order-rate", "2")
+    channels = [KEYS.quote_channel(s) for s in SYMBOLS.split(",")]
+    eventually(lambda: all(n == 2 for _, n in sync_redis.pubsub_numsub(*channels)), message="agents subscribed")
+    patterns = sync_redis.pubsub_numpat()  # the sim broker's
     port = free_port()
     processes.start("-m", "hub.dashboard", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     wait_until_serving(base)
+    # the dashboard polls; it subscribes to nothing, so Redis fans no quote out to it
+    assert all(n == 2 for _, n in sync_redis.pubsub_numsub(*channels)) and sync_redis.pubsub_numpat() == patterns
 
     # each process's heartbeat carries its own counters: wait for both the hub's and the spotter's
     first = scrape_until(base, lambda m: value(m, "tf_quotes_received_total", agent="spotter", symbol="AAPL")
