@@ -68,7 +68,7 @@ def test_page_shows_the_live_stack_and_its_kill_switch_empties_the_book(stack: s
         tab.goto(stack + "/#AAPL")
         eventually(lambda: set(PROGRAMS) <= set(table_column(tab, "processes", 2)), timeout_s=30,
                    message="every process in the table")
-        assert set(table_column(tab, "processes", 3)) == {"running"}
+        eventually(lambda: set(table_column(tab, "processes", 3)) == {"running"}, message="every process running")
         first = eventually(lambda: chart_points(tab, "price-chart"), timeout_s=15, message="price points")
         eventually(lambda: chart_points(tab, "price-chart") >= first + 10, timeout_s=15, message="more price points")
         eventually(lambda: chart_points(tab, "vol-chart") > 0, message="volatility/spread points")
