@@ -84,8 +84,10 @@ class View:
         for hub in hubs:
             connection = hub.fields.get("connection", "")
             if connection and connection not in CONNECTED:
+                error = hub.fields.get("last_error", "")  # e.g. Alpaca's 406 connection limit
                 out.append({"level": "warn", "id": "hub-connection",
-                            "text": f"hub {hub.name}: source {hub.fields.get('source', '?')} is {connection}"})
+                            "text": f"hub {hub.name}: source {hub.fields.get('source', '?')} is {connection}"
+                                    + (f" (last error: {error})" if error else "")})
         if state.halt:
             out.append({"level": "error", "id": "halt", "text": "Kill switch is ON (tf:risk:halt): trading halted"})
         if not [p for p in state.processes_of(["gateway"]) if not p.gone]:
