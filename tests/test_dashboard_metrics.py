@@ -9,9 +9,13 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.keys import Keys
+from tests.alpaca_data_server import ServerThread
 from tests.conftest import free_port
-from tests.dashboard_helpers import get, wait_until_serving
+from tests.dashboard_helpers import get, snapshot, wait_until_serving
 from tests.helpers import ProcessGroup, eventually
+from tests.test_alpaca_source import server, start_hub, wait_subscribed
+
+__all__ = ["server"]  # the local Alpaca-protocol server fixture, shared with test_alpaca_source
 
 SYMBOLS = "AAPL,MSFT"
 KEYS = Keys()
@@ -65,8 +69,8 @@ def test_metrics_move_as_quotes_flow(processes: ProcessGroup, sync_redis: redis.
     runs = value(first, "tf_agent_runs_total", agent="spotter")
     assert published and runs is not None
     later = scrape_until(base, lambda m: (value(m, "tf_quotes_published_total", hub="hub", symbol="AAPL") or 0)
-                         > published, "published quotes counting up")
-    assert (value(later, "tf_agent_runs_total", agent="spotter") or 0) > runs
+                         > published and (value(m, "tf_agent_runs_total", agent="spotter") or 0) > runs,
+                         "published quotes and runs counting up")
     assert (value(later, "tf_quotes_received_total", agent="spotter", symbol="MSFT") or 0) > 0
 
     for name in ("hub", "gateway", "spotter", "quote_manager"):
@@ -85,3 +89,25 @@ def test_metrics_move_as_quotes_flow(processes: ProcessGroup, sync_redis: redis.
                            and value(m, "tf_order_events_total", event="new"), "orders through the gateway", 30)
     assert "tf_orders_open" in trading and "tf_position_qty" in trading and "tf_risk_rejections" in trading
     assert value(trading, "tf_quote_age_seconds", symbol="AAPL") is not None
+
+
+def test_alpaca_connection_state_and_reconnects(server: ServerThread, processes: ProcessGroup) -> None:
+    port = free_port()
+    processes.start("-m", "hub.dashboard", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_until_serving(base)
+    server.server.reject_406_for(8)  # another session holds the account's one stream: 406 until it goes
+    start_hub(processes, server, "--symbols", "AAPL", "--connect-grace", "60s")
+
+    def limit_banner() -> bool:
+        banners = (snapshot(base) or {}).get("banners", [])
+        return any(b["id"] == "hub-connection" and "406" in b["text"] for b in banners)
+
+    eventually(limit_banner, timeout_s=8, message="the page names the connection limit")
+    connected = scrape_until(base, lambda m: value(m, "tf_hub_connection", hub="hub", source="alpaca",
+                                                   state="connected"), "connected once the limit clears")
+    assert not [s for s in connected["tf_hub_connection"].samples if s.labels["state"] != "connected"]
+    wait_subscribed(server, "AAPL")
+    server.call(server.server.cut_all)
+    scrape_until(base, lambda m: (value(m, "tf_hub_source_reconnects_total", hub="hub") or 0) >= 1
+                 and value(m, "tf_hub_connection", state="connected"), "a reconnect counted")
