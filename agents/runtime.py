@@ -105,12 +105,14 @@ class AgentRuntime:
 
     def _quote_handler(self, symbol: str, slot: Slot) -> Handler:
         stats, usable = self.stats, self._usable
+        by_symbol = stats.received_by_symbol
         if usable is None:  # every quote is usable: the newest row wins, nothing to judge
             def handle(raw: bytes) -> None:
                 sent_for, row, count = decode_latest_row(raw)
                 if sent_for != symbol:
                     raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
                 stats.received += count
+                by_symbol[symbol] = by_symbol.get(symbol, 0) + count
                 slot.offer_quote_row(row, count - 1)
 
             return handle
@@ -120,6 +122,7 @@ class AgentRuntime:
             if sent_for != symbol:
                 raise DecodeError(f"message for {shown(sent_for)} on the {symbol} channel", raw)
             stats.received += count
+            by_symbol[symbol] = by_symbol.get(symbol, 0) + count
             stats.unusable += newer_unusable
             if row is not None:  # else the pending (older, usable) quote stays
                 slot.offer_quote_row(row, count - 1 - newer_unusable)
@@ -288,9 +291,11 @@ class AgentRuntime:
             self.stats.record_lag(now_ns - event.ts_recv_ns)
         self._in_flight += 1
         self._idle.clear()
+        started_ns = self._clock.monotonic_ns()
         try:
             await self.agent.run(event)
             self.stats.runs += 1
+            self.stats.run_ms.observe((self._clock.monotonic_ns() - started_ns) / 1e6)
         except asyncio.CancelledError:
             raise
         except RedisUnavailableError:
@@ -359,6 +364,8 @@ class AgentRuntime:
             "stale_skipped": s.stale_skipped, "skipped_ticks": s.skipped_ticks, "last_run_ns": s.last_run_ns,
             "lag_ms": round(s.last_lag_ns / 1e6, 3), "max_lag_ms": round(s.max_lag_ns / 1e6, 3),
             "throttle": format_duration_ns(self.settings.throttle_ns),
+            **s.run_ms.fields("run_ms"), **s.lag_ms.fields("lag_ms"),
+            **{f"received:{symbol}": n for symbol, n in s.received_by_symbol.items()},
         }
         s.max_lag_ns = 0
         return fields

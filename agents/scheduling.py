@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agents.events import Event, Tick
 from core.clock import Clock
 from core.codec import Quote, quote_from_valid_row
+from core.histogram import Histogram
 
 
 @dataclass
@@ -36,10 +37,15 @@ class AgentStats:
     last_run_ns: int = 0
     last_lag_ns: int = 0
     max_lag_ns: int = 0
+    #: run() durations and lags in ms, and quotes received per symbol (heartbeat -> dashboard metrics).
+    run_ms: Histogram = field(default_factory=Histogram)
+    lag_ms: Histogram = field(default_factory=Histogram)
+    received_by_symbol: dict[str, int] = field(default_factory=dict)
 
     def record_lag(self, lag_ns: int) -> None:
         self.last_lag_ns = lag_ns
         self.max_lag_ns = max(self.max_lag_ns, lag_ns)
+        self.lag_ms.observe(lag_ns / 1e6)
 
 
 class Slot:

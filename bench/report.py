@@ -63,3 +63,12 @@ def _processes(r: dict[str, Any], row: Any) -> None:
         row("order intent->ack p50/p99/p99.9 us", _lat(o["ack"]), f"ping {_lat(o['bare_ping'])}", "",
             o["ack_p50_vs_ping"])
         row("order intents/s", _k(o["intents_per_s"]), "", "")
+    if "dashboard" in r:
+        d = r["dashboard"]
+        row(f"dashboard CPU % @{_k(d['rate'])}/s, 0/1 page", f"{d['idle']['dashboard_cpu_pct']:.1f}/"
+            f"{d['one_page']['dashboard_cpu_pct']:.1f}", "", "")
+        without, idle = d["without"]["redis_cpu_pct"], d["idle"]["redis_cpu_pct"]
+        row("  Redis CPU % without -> with it", f"{without:.1f}->{idle:.1f}", "", "")
+        row("  Redis commands/s it adds", f"{d['redis_commands_added_per_s']:,.0f}", "", "")
+        row("  Redis time in them, % of a core", f"{d['redis_time_in_dashboard_commands_pct']:.2f}", "", "")
+        row("  pushes/s to one page", f"{d['pushes_per_s']:.1f}", "", "")

@@ -91,8 +91,9 @@ class Heartbeat:
         raise DuplicateInstanceError(f"'{self.key}' is being claimed by another process at the same time")
 
     def _mapping(self) -> dict[str, str | int | float]:
-        """Identity first, so ``instance`` is the first pair the claim script sets."""
-        return {**self._identity, **self._fields()}
+        """Identity first, so ``instance`` is the first pair the claim script sets; ``beat_ns`` lets a
+        reader tell a stalled process (old beat) from a live one before the hash expires."""
+        return {**self._identity, **self._fields(), "beat_ns": self._clock.time_ns()}
 
     def _flat_fields(self) -> list[str | int | float]:
         return [item for pair in self._mapping().items() for item in pair]

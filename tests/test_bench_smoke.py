@@ -20,7 +20,8 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["smoke"] is True
-    for section in ("publish", "intake", "latency", "fanout", "overload", "orders"):
+    assert result["dashboard"]["pushes_per_s"] > 0
+    for section in ("publish", "intake", "latency", "fanout", "overload", "orders", "dashboard"):
         assert section in result, section
     for row in ("project", "bare", "raw", "sim", "alpaca"):
         assert result["publish"][row] > 0, row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import statistics
 from collections.abc import Mapping
@@ -95,13 +96,15 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
         broker = make_broker(config, store, client, raw_client)
         # The order-rate bucket lives in Redis: a restarted gateway does not start with a full burst.
         rate = RedisTokenBucket(client, keys.order_rate_bucket(), config.risk.order_rate, config.risk.order_burst)
-        gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock, rate), clock,
+        risk = RiskChecks(config.risk, clock, rate)
+        gateway = Gateway(client, keys, store, broker, risk, clock,
                           raw_client=raw_client, consumer=config.gateway.name, batch=config.gateway.intent_batch,
                           poll_ns=config.gateway.risk_poll_ns)
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock, lambda: {
             "kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
             "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
-            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns)})
+            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
+            **dashboard_fields(gateway, risk)})
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
         try:
             await gateway.start()
@@ -126,3 +129,11 @@ def vars_of(gateway: Gateway) -> dict[str, int]:
             "duplicates": stats.duplicates, "reused_ids": stats.reused_ids, "refused": stats.refused,
             "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed}
 
+
+def dashboard_fields(gateway: Gateway, risk: RiskChecks) -> dict[str, str | int | float]:
+    """What the dashboard and its metrics need beyond the counters: the ack-latency histogram,
+    rejections per risk check (``rejected:<check>``) and the limits (``limit:<setting>``)."""
+    limits = {f"limit:{name}": value for name, value in dataclasses.asdict(risk.settings).items()
+              if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return {**gateway.stats.ack_ms.fields("ack_ms"), **limits,
+            **{f"rejected:{check}": n for check, n in risk.rejections_by_check.items()}}

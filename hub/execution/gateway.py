@@ -144,6 +144,7 @@ class Gateway:
     def _note_latency(self, sent_ns: int) -> None:
         samples = self.stats.ack_latency_ns
         samples.append(time.time_ns() - sent_ns)
+        self.stats.ack_ms.observe(samples[-1] / 1e6)
         if len(samples) > 10_000:
             del samples[:5_000]
 

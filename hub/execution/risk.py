@@ -113,6 +113,8 @@ class RiskChecks:
         self._max_position = Decimal(repr(settings.max_position))
         self._collar = Decimal(repr(settings.price_collar))
         self.rejections = 0
+        #: rejections per check ("state", "tick", "size", "notional", "position", "open_count", ...)
+        self.rejections_by_check: dict[str, int] = {}
 
     def check(self, order: Order, ctx: RiskContext) -> str | None:
         """The rejection reason of checks 1-7, or None if they pass."""
@@ -123,6 +125,8 @@ class RiskChecks:
             reason = check(order, ctx)
             if reason is not None:
                 self.rejections += 1
+                name = check.__name__.lstrip("_")
+                self.rejections_by_check[name] = self.rejections_by_check.get(name, 0) + 1
                 return reason
         return None
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.histogram import Histogram
+
 
 @dataclass
 class GatewayStats:
@@ -17,3 +19,4 @@ class GatewayStats:
     poison: int = 0
     replayed: int = 0
     ack_latency_ns: list[int] = field(default_factory=list)
+    ack_ms: Histogram = field(default_factory=Histogram)  # intent sent -> handled, for the dashboard's metrics

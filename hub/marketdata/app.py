@@ -91,6 +91,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
             "quotes": publisher.stats.quotes, "messages": publisher.stats.messages,
             "dropped": publisher.stats.dropped, "rate_qps": meter.rate(publisher.stats.quotes),
             "bad_wanted": demand.bad_members, "lapsed_wanted": demand.lapsed,
+            **{f"published:{symbol}": n for symbol, n in publisher.stats.by_symbol.items()},
             **source.status()})
         await heartbeat.claim()
         recorder = Recorder(config.hub.record, config.hub.source) if config.hub.record else None

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -41,6 +41,8 @@ class PublisherStats:
     messages: int = 0
     flushes: int = 0
     dropped: int = 0
+    #: quotes published per symbol (one dict update per symbol and flush, not per quote)
+    by_symbol: dict[str, int] = field(default_factory=dict)
 
 
 class Publisher:
@@ -100,6 +102,9 @@ class Publisher:
                 await connection.send(self._encode(batch), 2 * len(batch))
             finally:
                 connection.close()
+        by_symbol = self.stats.by_symbol
+        for symbol, rows in batch.items():
+            by_symbol[symbol] = by_symbol.get(symbol, 0) + len(rows)
         self.stats.quotes += sum(len(rows) for rows in batch.values())
         self.stats.messages += len(batch)
         self.stats.flushes += 1

@@ -1,0 +1,5 @@
+import sys
+
+from hub.dashboard.app import main
+
+sys.exit(main())
