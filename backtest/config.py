@@ -60,7 +60,7 @@ GATEWAY_DEFAULTS: Mapping[str, Any] = {
 
 @dataclass(frozen=True, kw_only=True)
 class BacktestSettings:
-    data: tuple[str, ...] = option(symbols=False, help="quote files, merged in time order: normalized CSV, "
+    data: tuple[str, ...] = option((), symbols=False, help="quote files, merged in time order: normalized CSV, "
                                    "recordings (--record) or python -m hub.history output")
     cash: float = option(100_000.0, help="starting cash, dollars")
     sample_interval_ns: int = option("1s", key="sample_interval", duration=True,
@@ -74,8 +74,6 @@ class BacktestSettings:
                                      "and Sortino (default: US equities, 252 days of 6.5 h)")
 
     def __post_init__(self) -> None:
-        if not self.data:
-            raise ConfigError("setting 'data' is empty: list at least one quote file, e.g. data = [\"quotes.csv\"]")
         for path in self.data:
             if not Path(path).is_file():
                 raise ConfigError(f"setting 'data': {path} does not exist or is not a file")

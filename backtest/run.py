@@ -12,12 +12,15 @@ from backtest.engine import Engine, Progress
 from backtest.results import BacktestResult, fill_rows, order_rows
 from backtest.sources import Event, HistoricalSource
 from core.clock import VirtualClock
+from core.errors import ConfigError
 from core.orders import fmt
 
 
 async def run_backtest(config: BacktestConfig, source: Iterable[Event] | None = None, *,
                        agents: Sequence[TradingAgent] | None = None, clock: VirtualClock | None = None,
                        progress: Progress | None = None) -> BacktestResult:
+    if source is None and not config.backtest.data:
+        raise ConfigError("setting 'data' is empty: list at least one quote file, e.g. data = [\"quotes.csv\"]")
     engine = Engine(config, source if source is not None else HistoricalSource(*config.backtest.data),
                     agents=agents, clock=clock, progress=progress)
     await engine.run()
