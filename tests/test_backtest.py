@@ -180,3 +180,26 @@ def test_unknown_agent_setting_is_a_config_error_naming_it(tmp_path: Path) -> No
 
     with pytest.raises(ConfigError, match="spred"):
         parse_config({"agents": [{"agent": "spotter", "instruments": "X", "spred": 1}]})
+
+
+async def test_trading_hub_runs_a_backtest_and_returns_when_the_data_ends() -> None:
+    from agents.quote_manager import QuoteManager
+    from agents.spotter import Spotter
+    from cache import DataCache
+    from core.clock import VirtualClock
+    from hub.trading_hub import TradingHub
+
+    cache, clock = DataCache(), VirtualClock()
+    hub = TradingHub(cache=cache, source=HistoricalSource(ESU4), clock=clock,
+                     gateway_settings={"max_order_notional": 1e6, "order_rate": 20},
+                     backtest_settings={"cash": 1e6, "sample_interval": "1s"})
+    hub.add_agent(Spotter(config={"instruments": "ESU4", "throttle": "50ms"}, data_cache=cache))
+    hub.add_agent(QuoteManager(config={"instruments": "ESU4", "throttle": "100ms", "quote_size": 1,
+                                       "min_spread": 0.25, "max_inventory": 5, "max_data_age": "10s"},
+                               data_cache=cache, clock=clock))
+    await hub.start()
+    result = hub.result
+    assert result.stats["quotes_processed"] == 2288
+    assert result.orders and result.equity[0][1] == 1e6
+    assert await cache.get_float("ESU4", "fair_price") is not None  # the cache holds the final state
+    assert clock.time_ns() >= result.stats["data_end_ns"]

@@ -21,8 +21,8 @@ def test_tearsheet_renders_offline_with_every_point(tmp_path: Path) -> None:
         tab.route("**/*", lambda route: route.abort() if not route.request.url.startswith("file:") else
                   route.continue_())  # offline: any network request would fail the page
         tab.goto(html.as_uri())
-        tab.wait_for_function("document.getElementById('tearsheet') && "
-                              "document.getElementById('tearsheet').querySelectorAll('.scatterlayer .trace').length > 0")
+        tab.wait_for_function("document.getElementById('tearsheet') && document.getElementById('tearsheet')"
+                              ".querySelectorAll('.scatterlayer .trace').length > 0")
         points = tab.evaluate("Object.fromEntries(document.getElementById('tearsheet').data"
                               ".map(t => [t.name, t.x.length]))")
         rendered = tab.evaluate("document.querySelectorAll('#tearsheet .scatterlayer .trace').length")
