@@ -112,6 +112,7 @@ class Engine:
         self.recorder = Recorder(self, config.backtest.sample_interval_ns)
         self.counters = EngineCounters()
         self._next_due_ns: int | None = None
+        self._ready: Any = None  # the running loop's ready queue (CPython), see settle()
 
     def _trading_client(self, agent: TradingAgent) -> BacktestTradingClient:
         return BacktestTradingClient(self.memory, self.keys, agent.name, self.clock, self.store, self.send_intent)
@@ -133,6 +134,7 @@ class Engine:
 
     async def run(self) -> EngineCounters:
         started = time.perf_counter()
+        self._ready = getattr(asyncio.get_running_loop(), "_ready", None)
         events = iter(self._source)
         first = next(events, None)
         if first is None:
@@ -208,8 +210,17 @@ class Engine:
     async def _settle_and_drain(self) -> None:
         """Run what is ready, then whatever became due at this same instant (intents at zero latency)."""
         self.counters.settles += 1
-        await settle()
-        await self._run_until(self.clock.now_ns)
+        ready = self._ready
+        if ready is None:
+            await settle()
+        else:  # settle() inlined on the hot path: one yield, more only while something is runnable
+            await asyncio.sleep(0)
+            while ready:
+                await asyncio.sleep(0)
+        if self._intents or self.clock.next_deadline_ns() is not None:
+            await self._run_until(self.clock.now_ns)
+        else:
+            self._next_due_ns = None
 
     async def _run_until(self, until_ns: int) -> None:
         """Handle every intent and timer due at or before ``until_ns``, in time order."""
