@@ -15,16 +15,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backtest_data import rows, symbols  # noqa: E402
-from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig  # noqa: E402
-from nautilus_trader.config import LoggingConfig  # noqa: E402
-from nautilus_trader.model.currencies import USD  # noqa: E402
-from nautilus_trader.model.data import QuoteTick  # noqa: E402
-from nautilus_trader.model.enums import AccountType, OmsType  # noqa: E402
-from nautilus_trader.model.identifiers import Venue  # noqa: E402
-from nautilus_trader.model.objects import Money, Price, Quantity  # noqa: E402
-from nautilus_trader.test_kit.providers import TestInstrumentProvider  # noqa: E402
-from nautilus_trader.trading.strategy import Strategy  # noqa: E402
+from backtest_data import rows, symbols
+from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+from nautilus_trader.config import LoggingConfig
+from nautilus_trader.model.currencies import USD
+from nautilus_trader.model.data import QuoteTick
+from nautilus_trader.model.enums import AccountType, OmsType
+from nautilus_trader.model.identifiers import Venue
+from nautilus_trader.model.objects import Money, Price, Quantity
+from nautilus_trader.test_kit.providers import TestInstrumentProvider
+from nautilus_trader.trading.strategy import Strategy
 
 
 class MicroPrice(Strategy):
