@@ -40,6 +40,8 @@ class BacktestResult:
     symbols: list[str]
     stats: dict[str, Any]
     digest: str
+    #: Every order event as the store wrote it on ``tf:orders:events`` (what a live gateway writes there).
+    events: list[dict[str, str]] = field(default_factory=list, repr=False, compare=False)
     #: The final in-memory state (cache, orders, positions, events): what ``--redis-url`` writes out.
     state: Any = field(default=None, repr=False, compare=False)
 

@@ -47,7 +47,7 @@ def collect(engine: Engine) -> BacktestResult:
     digest = engine.digest
     summary["digest"] = digest
     return BacktestResult(orders, fills, _positions(engine), recorder.samples, list(recorder.symbols), summary,
-                          digest, state=engine.memory)
+                          digest, events=[dict(f) for _, f in events], state=engine.memory)
 
 
 def _positions(engine: Engine) -> list[dict[str, str]]:
