@@ -203,3 +203,53 @@ async def test_trading_hub_runs_a_backtest_and_returns_when_the_data_ends() -> N
     assert result.orders and result.equity[0][1] == 1e6
     assert await cache.get_float("ESU4", "fair_price") is not None  # the cache holds the final state
     assert clock.time_ns() >= result.stats["data_end_ns"]
+
+
+def test_redis_url_writes_the_final_cache_and_order_state(tmp_path: Path, redis_url: str, sync_redis: Any) -> None:
+    from core.keys import Keys
+
+    result = run_one(load_config(str(EXAMPLE)), tmp_path / "mm", tearsheet=False, redis_url=redis_url)
+    keys = Keys()
+    assert float(sync_redis.hget(keys.cache("ESU4"), "fair_price")) > 5000
+    assert sync_redis.xlen(keys.order_events()) == len(result.events)
+    first = result.orders[0]["client_order_id"]
+    assert sync_redis.hget(keys.order(first), "agent") == "quote_manager"
+    assert sync_redis.hget(keys.position("ESU4"), "qty") == result.positions[0]["qty"]
+
+
+def test_sweep_runs_every_combination_and_ranks_them(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "backtest", str(EXAMPLE), "--out", str(out), "--no-tearsheet",
+                           "--sweep", "quote_manager.min_spread=0.25,1.0", "--sweep", "gateway.sim_fill=touch,through"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    with open(out / "sweep.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 4 and all((out / r["run"] / "stats.json").exists() for r in rows)
+    pnls = [float(r["pnl_total"]) for r in rows]
+    assert pnls == sorted(pnls, reverse=True)
+    assert {(r["quote_manager.min_spread"], r["gateway.sim_fill"]) for r in rows} == {
+        ("0.25", "touch"), ("0.25", "through"), ("1.0", "touch"), ("1.0", "through")}
+
+
+def test_progress_bar_is_silent_off_a_terminal() -> None:
+    import io
+
+    from backtest import progress
+
+    quiet = io.StringIO()
+    bar = progress.ProgressBar(100, quiet)
+    bar(50)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    loud = Terminal()
+    bar = progress.ProgressBar(100, loud)
+    bar._started -= progress.QUIET_FOR_S
+    bar(50)
+    bar.close()
+    assert "50/100 quotes" in loud.getvalue() and "ETA" in loud.getvalue()
