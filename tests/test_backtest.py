@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,6 +142,19 @@ def test_same_config_twice_gives_byte_identical_results(tmp_path: Path) -> None:
     for name in ("orders.csv", "fills.csv", "positions.csv", "equity.csv", "prices.csv", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert first.stats["fills"] > 0 and first.stats["orders_accepted"] > 0
+
+
+def test_two_processes_with_different_hash_seeds_write_identical_files(tmp_path: Path) -> None:
+    outputs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"run{seed}"
+        done = subprocess.run([sys.executable, "-m", "backtest", str(EXAMPLE), "--out", str(out)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+        outputs.append(out)
+    for name in ("orders.csv", "fills.csv", "positions.csv", "equity.csv", "prices.csv", "stats.json",
+                 "tearsheet.html"):
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
 
 
 def test_changing_one_quote_changes_the_digest(tmp_path: Path) -> None:
