@@ -119,6 +119,12 @@ class BacktestConfig:
 def load_config(path: str, overrides: Sequence[tuple[str, Any]] = ()) -> BacktestConfig:
     """Read and validate a config file; ``overrides`` are ``(section.key, value)`` (a sweep's point)."""
     raw = read_config_file(path)
+    section = raw.get("backtest")
+    if isinstance(section, dict) and isinstance(section.get("data"), list):
+        # paths are relative to the working directory, as the hub's --file; else to the config file
+        base = Path(path).parent
+        section["data"] = [str(base / d) if isinstance(d, str) and not Path(d).exists() and (base / d).is_file()
+                           else d for d in section["data"]]
     return parse_config(raw, overrides, base=Path(path).parent, source_path=path)
 
 
