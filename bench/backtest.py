@@ -4,6 +4,8 @@ One generated day (bench/backtest_data.py: 1M quotes over 20 symbols, a random w
 as a ``--record`` file; every case runs in its own process on that file (max RSS per process):
 
 - ``floor``: a plain loop over the file's rows, micro-price into a dict;
+- ``asyncio``: the floor plus one bare ``asyncio.Event`` wake of a task per row (the least an asyncio
+  agent runtime pays per quote that reaches ``run()``);
 - ``noop``: our backtest, a no-op event-driven agent at throttle 0 (every quote reaches ``run()``);
 - ``spotter``: Spotter at throttle 0 (micro-price into the cache, every quote);
 - ``mm``: the layered market maker (Spotter, Volatility, SpreadCalculator, QuoteManager, PnL) at the
@@ -72,7 +74,7 @@ def run(redis_url: str, smoke: bool) -> dict[str, Any]:
         day, quarter = Path(tmp) / "day.tfrec", Path(tmp) / "quarter.tfrec"
         write_day(day, quotes, span_s)
         write_day(quarter, quotes // 4, span_s / 4)
-        for case in ("floor", "noop", "spotter", "mm"):
+        for case in ("floor", "asyncio", "noop", "spotter", "mm"):
             result[case] = _case(case, day)
         result["noop_quarter"] = _case("noop", quarter)
     result["nautilus"] = _nautilus(quotes, span_s)

@@ -1,6 +1,7 @@
 """One measured backtest run, in its own process: ``python -m bench.backtest_case CASE FILE`` -> one JSON line.
 
-Cases: ``floor`` (a plain loop over the file's rows: micro-price into a dict), ``noop`` (an
+Cases: ``floor`` (a plain loop over the file's rows: micro-price into a dict), ``asyncio`` (the floor
+plus one bare asyncio.Event wake of a task per row: what any asyncio agent runtime pays), ``noop`` (an
 event-driven agent doing nothing at throttle 0 on every symbol), ``spotter`` (Spotter at throttle 0)
 and ``mm`` (the layered market maker at the stack's default throttles).
 """
@@ -42,6 +43,34 @@ def floor(path: Path) -> int:
     return count
 
 
+def asyncio_wakes(count: int) -> int:
+    """The cost floor of waking an agent task once per quote: a bare asyncio.Event ping-pong, same loop."""
+    import asyncio
+
+    from backtest.loop import BacktestLoop
+
+    async def main() -> int:
+        event, woken = asyncio.Event(), 0
+
+        async def worker() -> None:
+            nonlocal woken
+            while True:
+                await event.wait()
+                event.clear()
+                woken += 1
+
+        task = asyncio.get_running_loop().create_task(worker())
+        await asyncio.sleep(0)
+        for _ in range(count):
+            event.set()
+            await asyncio.sleep(0)
+        task.cancel()
+        return woken
+
+    with asyncio.Runner(loop_factory=BacktestLoop) as runner:
+        return runner.run(main())
+
+
 def config_for(case: str, symbols: list[str]) -> dict[str, Any]:
     instruments = ",".join(symbols)
     gateway = {"max_order_notional": 10_000_000, "max_open_orders": 1_000, "order_rate": 1_000,
@@ -65,6 +94,8 @@ def main() -> None:
     started = time.perf_counter()
     if case == "floor":
         quotes, extra = floor(path), {}
+    elif case == "asyncio":
+        quotes, extra = asyncio_wakes(floor(path)), {}
     else:
         symbols = [f"SYM{i:02d}" for i in range(symbol_count)]
         config = parse_config(config_for(case, symbols))

@@ -50,6 +50,8 @@ def _backtest(r: dict[str, Any], lines: list[str]) -> None:
     else:
         lines.append(f"  NautilusTrader: {n.get('unavailable', '?')}")
     lines.append(f"  {'plain Python loop (floor)':<32} {_k(b['floor']['quotes_per_s']):>10}")
+    if "asyncio" in b:
+        lines.append(f"  {'floor + one asyncio wake/quote':<32} {_k(b['asyncio']['quotes_per_s']):>10}")
     for case, name in (("noop", "no-op agent, throttle 0"), ("spotter", "Spotter, throttle 0"),
                        ("mm", "market maker, stack throttles")):
         c = b[case]
