@@ -254,6 +254,8 @@ class Engine:
             await driver.stop_workers()
         for driver in self.drivers:
             await self._complete(driver.on_stop())
+        while self._intents:  # sent by an on_stop that did not wait for them (latency > 0)
+            await self._run_until(max(due for due, _, _ in self._intents))
         await self._settle_and_drain()
         self.recorder.sample_until(self.clock.now_ns, final=True)
         for driver in self.drivers:

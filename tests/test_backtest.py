@@ -267,3 +267,19 @@ def test_progress_bar_is_silent_off_a_terminal() -> None:
     bar(50)
     bar.close()
     assert "50/100 quotes" in loud.getvalue() and "ETA" in loud.getvalue()
+
+
+async def test_intents_an_on_stop_sends_without_waiting_are_still_handled() -> None:
+    class Quoter(TradingAgent):
+        async def run(self, data: Event) -> None:
+            if not getattr(self, "sent", False):
+                self.sent = True
+                await self.trading.submit_limit("XYZ", "buy", 1, 9.0)
+
+        async def on_stop(self) -> None:
+            await self.trading.cancel_all("XYZ")  # fire and forget
+
+    agent = Quoter(config={"instruments": "XYZ", "throttle": "0s", "name": "quoter"})
+    result = await run_backtest(config(intent_latency="5ms"), HistoricalSource(streams=[quotes((0, 10, 1, 11, 1))]),
+                                agents=[agent])
+    assert [o["event"] for o in result.orders] == ["new", "canceled"]
