@@ -251,6 +251,10 @@ class Engine:
         await self._run_until(end_ns)
         self.clock.advance_to(end_ns)
         for driver in self.drivers:
+            failed = driver.failed_worker()
+            if failed is not None:  # the live runtime stops the process on it: so does a backtest
+                raise RuntimeError(f"agent {driver.agent.name}: a worker failed: {failed!r}") from failed
+        for driver in self.drivers:
             await driver.stop_workers()
         for driver in self.drivers:
             await self._complete(driver.on_stop())
