@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup browser run test lint typecheck unit bench bench-smoke status stop clean
+.PHONY: setup browser run test lint typecheck unit bench bench-nautilus bench-smoke status stop clean
 
 setup: $(STAMP) redis-server
 
@@ -47,8 +47,14 @@ unit: setup browser
 
 test: lint typecheck unit
 
-bench: setup
+bench: setup bench-nautilus
 	$(PY) -m bench
+
+# NautilusTrader for the backtest bench, in its own virtualenv (it pins another uvloop than ours).
+bench-nautilus:
+	@test -x .venv-nautilus/bin/python || $(PYTHON) -m venv .venv-nautilus
+	@.venv-nautilus/bin/python -c 'import nautilus_trader' 2>/dev/null || \
+		.venv-nautilus/bin/pip install --quiet -r bench/nautilus-requirements.txt
 
 bench-smoke: setup
 	$(PY) -m bench --smoke

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import dashboard, intake, latency, orders, publish
+from bench import backtest, dashboard, intake, latency, orders, publish
 from bench.report import table
 from bench.server import redis_server
 
@@ -29,6 +29,7 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "overload": latency.overload,
     "orders": orders.run,
     "dashboard": dashboard.run,
+    "backtest": backtest.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

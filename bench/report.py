@@ -33,7 +33,32 @@ def table(r: dict[str, Any]) -> str:
             i["project_vs_bare"], i["project_vs_raw"])
         row("  1 quote/msg", _k(i["project_1"]), _k(i["bare"]), _k(i["raw_1"]), "", i["project_1_vs_raw_1"])
     _processes(r, row)
+    _backtest(r, lines)
     return "\n".join(lines)
+
+
+def _backtest(r: dict[str, Any], lines: list[str]) -> None:
+    if "backtest" not in r:
+        return
+    b = r["backtest"]
+    n = b.get("nautilus", {})
+    lines.append(f"backtest, {b['quotes']:,} quotes over {b['symbols']} symbols in {b['span_s']:g}s of data "
+                 f"(quotes/s; ratio to NautilusTrader's engine.run() and to the plain loop):")
+    if "quotes_per_s" in n:
+        lines.append(f"  {'NautilusTrader BacktestEngine':<32} {_k(n['quotes_per_s']):>10}   "
+                     f"(incl. building QuoteTicks {_k(n['quotes_per_s_incl_build'])}, {n['maxrss_mb']:.0f} MB)")
+    else:
+        lines.append(f"  NautilusTrader: {n.get('unavailable', '?')}")
+    lines.append(f"  {'plain Python loop (floor)':<32} {_k(b['floor']['quotes_per_s']):>10}")
+    if "asyncio" in b:
+        lines.append(f"  {'floor + one asyncio wake/quote':<32} {_k(b['asyncio']['quotes_per_s']):>10}")
+    for case, name in (("noop", "no-op agent, throttle 0"), ("spotter", "Spotter, throttle 0"),
+                       ("mm", "market maker, stack throttles")):
+        c = b[case]
+        lines.append(f"  {name:<32} {_k(c['quotes_per_s']):>10}   vs nautilus {c.get('vs_nautilus', '-')!s:>6}"
+                     f"   vs floor {c['vs_floor']:>6}   {c['seconds']:.1f}s  {c['maxrss_mb']:.0f} MB")
+    lines.append(f"  memory: no-op agent max RSS {b['noop_quarter']['maxrss_mb']:.0f} MB at "
+                 f"{b['noop_quarter']['quotes']:,} quotes, {b['noop']['maxrss_mb']:.0f} MB at {b['noop']['quotes']:,}")
 
 
 def _processes(r: dict[str, Any], row: Any) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from cache.memory import MemoryRedis
 from core.clock import Clock, SystemClock
 from core.codec import encode_cache_change
 from core.connection import redis_client
@@ -120,6 +121,12 @@ class DataCache:
         args: list[str] = []
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
+        client = self._client
+        if isinstance(client, MemoryRedis):  # a backtest: the same write and notice, in memory
+            client.apply_hset(self.keys.cache(instrument), args)
+            if notify:
+                client.publish_now(self.keys.cache_changed_channel(instrument), notice)
+            return ts_ns
         writer = await self._writer()
         await writer.send(command(b"EVAL", _UPDATE_LUA, b"2", self.keys.cache(instrument).encode(),
                                   self.keys.cache_changed_channel(instrument).encode(), notice,

@@ -79,3 +79,54 @@ async def settle(rounds: int = 20) -> None:
     """Let ready tasks run until they block again (for FakeClock-driven tests)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+class VirtualClock:
+    """Time taken from the data (a backtest): it moves only when its driver moves it.
+
+    Wall and monotonic time are the same number, the current event's ns since
+    the epoch, so an agent's ``throttle`` and a periodic grid are measured in
+    data time. Sleepers park in a heap; the driver asks for the next deadline
+    (:meth:`next_deadline_ns`) and wakes those due (:meth:`wake_due`).
+    """
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self.now_ns = start_ns
+        self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def time_ns(self) -> int:
+        return self.now_ns
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    async def sleep_until_ns(self, deadline_ns: int) -> None:
+        if deadline_ns <= self.now_ns:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (deadline_ns, next(self._order), future))
+        await future
+
+    def advance_to(self, now_ns: int) -> None:
+        """Move time forward (never back); sleepers are woken only by :meth:`wake_due`."""
+        if now_ns > self.now_ns:
+            self.now_ns = now_ns
+
+    def next_deadline_ns(self) -> int | None:
+        """The earliest deadline of a sleeper still waiting (cancelled ones are dropped)."""
+        sleepers = self._sleepers
+        while sleepers and sleepers[0][2].done():
+            heapq.heappop(sleepers)
+        return sleepers[0][0] if sleepers else None
+
+    def wake_due(self) -> int:
+        """Wake every sleeper whose deadline is now or earlier, oldest deadline first; returns how many."""
+        sleepers, woken = self._sleepers, 0
+        while sleepers and sleepers[0][0] <= self.now_ns:
+            _, _, future = heapq.heappop(sleepers)
+            if not future.done():
+                future.set_result(None)
+                woken += 1
+        return woken

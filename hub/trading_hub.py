@@ -11,6 +11,17 @@ In a notebook or a test, ``await hub.start(block=False)`` (or ``async with hub:`
 returns at once and ``await hub.stop()`` ends it. Stopping stops the agents
 first (their ``on_stop`` cancels quotes), lets the in-process gateway handle
 the intents they sent, then stops the gateway and the source.
+
+A backtest is the same API with a historical source and a virtual clock; no Redis
+is needed, ``start()`` returns when the data ends and ``hub.result`` holds orders,
+fills, positions, the equity curve and the statistics (see docs/backtest.md)::
+
+    clock = VirtualClock()
+    hub = TradingHub(cache=cache, source=HistoricalSource("quotes.csv"), clock=clock,
+                     gateway_settings={"max_order_notional": 1e6}, backtest_settings={"cash": 1e6})
+    hub.add_agent(QuoteManager(config={...}, data_cache=cache, clock=clock))
+    await hub.start()
+    print(hub.result.stats["pnl_total"])
 """
 
 from __future__ import annotations
@@ -21,12 +32,14 @@ import logging
 import signal
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from agents.base import TradingAgent
 from agents.serve import serve_agents
 from cache import DataCache
+from core.clock import Clock, VirtualClock
 from core.connection import ProcessSettings, redis_client
 from core.errors import ConfigError
 from core.settings import build, option_specs
@@ -42,14 +55,26 @@ INTENT_DRAIN_S = 3.0
 class TradingHub:
     """Runs agents, and optionally a source and the gateway, in this process."""
 
-    def __init__(self, cache: DataCache | None = None, *, source: str | None = None, symbols: Sequence[str] = (),
+    def __init__(self, cache: DataCache | None = None, *, source: Any = None, symbols: Sequence[str] = (),
                  source_settings: Mapping[str, Any] | None = None, gateway: str | None = None,
                  gateway_settings: Mapping[str, Any] | None = None, redis_url: str | None = None,
-                 namespace: str | None = None, name: str = "hub") -> None:
+                 namespace: str | None = None, name: str = "hub", clock: Clock | None = None,
+                 backtest_settings: Mapping[str, Any] | None = None,
+                 positions: Mapping[str, Any] | None = None) -> None:
         """``source``: ``'sim'``, ``'replay'``, ``'alpaca'`` ... to stream market data in-process (with
         ``symbols`` and the source's settings, e.g. ``{'sim_rate': 100}``); ``gateway``: ``'sim'`` or
         ``'alpaca'`` to run the execution gateway in-process (``gateway_settings``: risk and broker
-        settings of ``python -m hub.execution``). Bad settings raise ConfigError here, before any I/O."""
+        settings of ``python -m hub.execution``). Bad settings raise ConfigError here, before any I/O.
+
+        A backtest: ``source`` a :class:`backtest.HistoricalSource`, a file path (``Path``) or an
+        iterable of ``(symbol, ts_ns, bid, bid_size, ask, ask_size)``, and/or ``clock`` a
+        :class:`~core.clock.VirtualClock`; ``gateway_settings`` are the same risk and sim-broker keys,
+        ``backtest_settings`` the ``[backtest]`` keys of a config file, ``positions`` its ``[positions]``."""
+        self.result: Any = None
+        self.backtest: Any = None
+        if isinstance(clock, VirtualClock) or (source is not None and not isinstance(source, str)):
+            self._init_backtest(cache, source, clock, gateway, gateway_settings, backtest_settings, positions)
+            return
         self.cache = cache if cache is not None else DataCache(redis_url, namespace=namespace or "tf")
         self.process: ProcessSettings = build(ProcessSettings, {
             "redis_url": redis_url or self.cache.redis_url, "namespace": namespace or self.cache.keys.namespace})
@@ -74,7 +99,31 @@ class TradingHub:
         self._agents_stop = asyncio.Event()
         self._infra_stop = asyncio.Event()
 
+    def _init_backtest(self, cache: DataCache | None, source: Any, clock: Clock | None, gateway: str | None,
+                       gateway_settings: Mapping[str, Any] | None, backtest_settings: Mapping[str, Any] | None,
+                       positions: Mapping[str, Any] | None) -> None:
+        from backtest import HistoricalSource, parse_config
+
+        if gateway not in (None, "sim"):
+            raise ConfigError(f"TradingHub: a backtest trades on the sim broker only, not gateway={gateway!r}")
+        if source is None:
+            raise ConfigError("TradingHub: a backtest needs source=HistoricalSource('quotes.csv') (or a Path)")
+        if clock is not None and not isinstance(clock, VirtualClock):
+            raise ConfigError("TradingHub: a historical source runs in data time; pass clock=VirtualClock()")
+        self.cache = cache if cache is not None else DataCache()
+        self.backtest = parse_config({"backtest": dict(backtest_settings or {}),
+                                      "gateway": dict(gateway_settings or {}), "positions": dict(positions or {})})
+        self._source = HistoricalSource(source) if isinstance(source, Path) else source
+        self.clock = clock if clock is not None else VirtualClock()
+        self.hub_config, self.gateway_config = None, None
+        self.agents = []
+        self._runner = None
+        self._agents_stop = asyncio.Event()
+        self._infra_stop = asyncio.Event()
+
     def __repr__(self) -> str:
+        if self.backtest is not None:
+            return f"TradingHub(agents={[a.name for a in self.agents]}, backtest={self._source!r})"
         return (f"TradingHub(agents={[a.name for a in self.agents]}, source="
                 f"{self.hub_config.hub.source if self.hub_config else None!r}, gateway="
                 f"{self.gateway_config.gateway.broker if self.gateway_config else None!r})")
@@ -102,7 +151,7 @@ class TradingHub:
         ``stop_on_signals``: SIGINT/SIGTERM stop the hub gracefully (a script's Ctrl-C)."""
         if self._runner is not None:
             raise RuntimeError("TradingHub already started")
-        if not self.agents and self.hub_config is None and self.gateway_config is None:
+        if not self.agents and self.hub_config is None and self.gateway_config is None and self.backtest is None:
             raise ConfigError("TradingHub: nothing to run; add_agent() first")
         self._runner = asyncio.create_task(self._run(), name="trading-hub")
         if stop_on_signals:
@@ -144,6 +193,11 @@ class TradingHub:
     # the run ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        if self.backtest is not None:
+            from backtest import run_backtest
+
+            self.result = await run_backtest(self.backtest, self._source, agents=self.agents, clock=self.clock)
+            return
         infra = self._infra_tasks()
         agents = asyncio.create_task(self._serve_agents(), name="trading-hub:agents")
         log.info("trading hub running %d agents%s%s", len(self.agents),

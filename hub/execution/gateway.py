@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import assert_never
 
@@ -86,6 +87,10 @@ class Gateway:
     async def run_intake(self, stop: asyncio.Event) -> None:
         """Handle pending intents left by a previous run, then new ones, until ``stop``."""
         await self._intake.run(stop)
+
+    async def handle_entries(self, entries: Sequence[Mapping[bytes, bytes]], *, operator: bool = False) -> None:
+        """Handle raw intent entries as if read from the stream (the backtest's way in, in data time)."""
+        await self._intake.handle_entries(entries, operator=operator)
 
     async def prepare(self, batch: list[Intent]) -> None:
         """One round trip per batch: the kill switch (it applies to every intent read after it was set),

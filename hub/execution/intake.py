@@ -114,11 +114,15 @@ class Intake:
             await self._handle_batch(stream, entries)
 
     async def _handle_batch(self, stream: str, entries: Sequence[tuple[bytes, RawEntry | None]]) -> None:
-        operator = stream == self._keys.operator_intents()
+        raws = [raw for _, raw in entries if raw is not None]  # None: trimmed away while pending
+        await self.handle_entries(raws, operator=stream == self._keys.operator_intents())
+        await self._raw.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
+
+    async def handle_entries(self, raws: Sequence[RawEntry], *, operator: bool = False) -> None:
+        """Decode and handle one batch of entries behind the poison boundary (the backtest calls this
+        directly, in data time, with no stream)."""
         decoded: list[tuple[RawEntry, Intent]] = []
-        for _, raw in entries:
-            if raw is None:  # trimmed away while pending: nothing left to handle
-                continue
+        for raw in raws:
             self.stats.intents += 1
             intent = await self._contained(raw, None, self._decode(raw, operator))
             if intent is not None:
@@ -137,7 +141,6 @@ class Intake:
             raise
         except Exception as e:  # the batch is handled; what is left to tidy must not block its ack
             self._bad_log.error("finish", "finishing a batch failed", exc_info=e)
-        await self._raw.xack(stream, GROUP, *[entry_id for entry_id, _ in entries])
 
     async def _contained(self, raw: RawEntry, intent: Intent | None, work: Awaitable[T]) -> T | None:
         """Run ``work`` for one entry; anything it raises (but losing Redis) rejects that entry only."""

@@ -11,7 +11,14 @@ Rules (deterministic: fills depend only on the orders and the quote sequence):
 - ``sim_latency``: an order starts trading only with quotes received that long after
   it was accepted (a marketable order then fills at the touch of that quote);
 - fees: ``sim_fee_per_share`` + ``sim_fee_bps`` of notional, charged per fill and
-  subtracted from realized PnL.
+  subtracted from realized PnL; on sells also the regulatory fees a US-equities
+  account pays (``sim_sec_fee_per_million`` of notional, ``sim_taf_per_share`` up to
+  ``sim_taf_max`` per fill), all 0 unless set;
+- ``sim_fill``: ``touch`` (default) fills a resting limit when the other side reaches
+  its price, ``through`` only when it trades past it (queue-conservative);
+- ``sim_market_walk``: a market order takes the displayed size at the touch and fills
+  the rest at once, ``sim_market_slippage_bps`` beyond the touch (default: the rest
+  waits for the next quotes).
 
 Working orders live in the store (``tf:orders:open``), so a restarted gateway picks
 them up and keeps matching them.
@@ -24,6 +31,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 import redis.asyncio as aioredis
 
@@ -37,6 +45,7 @@ from hub.execution.store import Fill, OrderStore
 
 log = logging.getLogger(__name__)
 BPS = Decimal(10_000)
+MILLION = Decimal(1_000_000)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,10 +56,23 @@ class SimBrokerSettings:
                                  help="sim broker: delay before an accepted order can trade")
     sim_whole_shares: tuple[str, ...] = option((), help="sim broker: symbols traded in whole shares only "
                                                         "(every other symbol is fractionable, as most at Alpaca)")
+    sim_fill: Literal["touch", "through"] = option("touch", help="sim broker: a resting limit fills when the "
+                                                   "other side touches its price, or only when it trades through")
+    sim_market_walk: bool = option(False, help="sim broker: fill a market order's rest beyond the displayed size "
+                                               "at once, sim_market_slippage_bps past the touch")
+    sim_market_slippage_bps: float = option(5.0, help="sim broker: price of a walked market remainder, in basis "
+                                                      "points beyond the touch")
+    sim_sec_fee_per_million: float = option(0.0, help="sim broker: SEC fee on sells, dollars per million of notional")
+    sim_taf_per_share: float = option(0.0, help="sim broker: FINRA TAF on sells, dollars per share")
+    sim_taf_max: float = option(0.0, help="sim broker: cap of the TAF per fill, dollars (0: no cap)")
 
     def __post_init__(self) -> None:
         if self.sim_fee_per_share < 0 or self.sim_fee_bps < 0:
             raise ConfigError("settings 'sim_fee_per_share' and 'sim_fee_bps' must be >= 0")
+        if min(self.sim_market_slippage_bps, self.sim_sec_fee_per_million, self.sim_taf_per_share,
+               self.sim_taf_max) < 0:
+            raise ConfigError("settings 'sim_market_slippage_bps', 'sim_sec_fee_per_million', 'sim_taf_per_share' "
+                              "and 'sim_taf_max' must be >= 0")
 
 
 def price_of(value: float) -> Decimal:
@@ -58,11 +80,13 @@ def price_of(value: float) -> Decimal:
     return Decimal(repr(value)).quantize(Decimal("0.0001")).normalize()
 
 
-def match(order: Order, quote: Quote, available: Decimal, at_touch: bool) -> tuple[Decimal, Decimal] | None:
+def match(order: Order, quote: Quote, available: Decimal, at_touch: bool,
+          through: bool = False) -> tuple[Decimal, Decimal] | None:
     """(qty, price) this quote fills of ``order``, or None.
 
     ``at_touch``: the order is arriving (or is a market order) and takes the touch's
-    price; otherwise it rests and trades at its own limit when crossed.
+    price; otherwise it rests and trades at its own limit when crossed (``through``:
+    only when the other side is strictly better than the limit).
     """
     touch = quote.ask if order.side == "buy" else quote.bid
     if touch <= 0 or available <= 0:
@@ -70,6 +94,8 @@ def match(order: Order, quote: Quote, available: Decimal, at_touch: bool) -> tup
     touch_price = price_of(touch)
     limit = order.limit_price
     if limit is not None and (touch_price > limit if order.side == "buy" else touch_price < limit):
+        return None
+    if through and not at_touch and touch_price == limit:
         return None
     qty = min(order.remaining_qty, available)
     price = touch_price if at_touch or limit is None else limit
@@ -85,6 +111,10 @@ class SimBroker:
         self._settings = settings
         self._fee_per_share = Decimal(repr(settings.sim_fee_per_share))
         self._fee_bps = Decimal(repr(settings.sim_fee_bps))
+        self._sec_per_million = Decimal(repr(settings.sim_sec_fee_per_million))
+        self._taf_per_share = Decimal(repr(settings.sim_taf_per_share))
+        self._taf_max = Decimal(repr(settings.sim_taf_max))
+        self._slippage = Decimal(repr(settings.sim_market_slippage_bps)) / BPS
         self._latest: dict[str, Quote] = {}
         self._resting: set[str] = set()  # orders that have met a quote since they became active
         self._bad_input = RateLimitedLog(log)
@@ -103,8 +133,13 @@ class SimBroker:
     async def close(self) -> None:
         return None
 
-    def fee(self, qty: Decimal, price: Decimal) -> Decimal:
-        return qty * self._fee_per_share + qty * price * self._fee_bps / BPS
+    def fee(self, qty: Decimal, price: Decimal, side: str = "buy") -> Decimal:
+        fee = qty * self._fee_per_share + qty * price * self._fee_bps / BPS
+        if side == "sell":
+            taf = qty * self._taf_per_share
+            fee += min(taf, self._taf_max) if self._taf_max > 0 else taf
+            fee += qty * price * self._sec_per_million / MILLION
+        return fee
 
     # requests -----------------------------------------------------------------
 
@@ -193,16 +228,28 @@ class SimBroker:
                 continue
             arriving = order.client_order_id not in self._resting
             at_touch = arriving or order.order_type == "market"
-            result = match(order, quote, available[order.side], at_touch)
+            result = match(order, quote, available[order.side], at_touch, self._settings.sim_fill == "through")
             if arriving and order.time_in_force == "fok" and (result is None or result[0] < order.qty):
                 result = None
             if result is not None:
                 qty, price = result
                 available[order.side] -= qty
-                await self._store.fill(order, Fill(qty, price, self.fee(qty, price)))
+                order = await self._store.fill(order, Fill(qty, price, self.fee(qty, price, order.side)))
                 self.fills += 1
+                if order.order_type == "market" and order.is_open and self._settings.sim_market_walk:
+                    await self._walk(order, price)
             if arriving and self._settings.sim_latency_ns > 0:
                 await self._finish_arrival(order.client_order_id)
+
+    async def _walk(self, order: Order, touch: Decimal) -> None:
+        """Fill a market order's rest beyond the displayed size at the slipped price, rounded against it."""
+        factor = 1 + self._slippage if order.side == "buy" else 1 - self._slippage
+        grid = Decimal("0.01") if touch >= 1 else Decimal("0.0001")
+        rounding = "ROUND_CEILING" if order.side == "buy" else "ROUND_FLOOR"
+        price = (touch * factor).quantize(grid, rounding=rounding)
+        qty = order.remaining_qty
+        await self._store.fill(order, Fill(qty, price, self.fee(qty, price, order.side)))
+        self.fills += 1
 
     async def on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote

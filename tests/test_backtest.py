@@ -1,0 +1,296 @@
+"""The backtest engine: data-time semantics, fills, determinism and the results folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from agents.base import TradingAgent
+from agents.events import Event, Tick
+from backtest import HistoricalSource, parse_config, run_backtest
+from backtest.cli import run_one
+from backtest.config import load_config
+from core.codec import Quote
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "backtest_market_maker.toml"
+ESU4 = ROOT / "tests" / "data" / "futures_cme_esu4_mbp1_20240701.csv"
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+class Recording(TradingAgent):
+    """Remembers (data time, event) of every run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[int, Event]] = []
+
+    async def run(self, data: Event) -> None:
+        self.seen.append((self.data_cache._clock.time_ns(), data))
+
+
+class Buyer(TradingAgent):
+    """Sends one order on its first run (the order is in the config)."""
+
+    order: ClassVar[dict[str, Any]] = {}
+
+    async def run(self, data: Event) -> None:
+        if not getattr(self, "sent", False):
+            self.sent = True
+            if self.order.get("type") == "market":
+                await self.trading.submit_market("XYZ", self.order["side"], self.order["qty"])
+            else:
+                await self.trading.submit_limit("XYZ", self.order["side"], self.order["qty"], self.order["price"])
+
+
+def quotes(*rows: tuple[int, float, float, float, float]) -> list[tuple[str, int, float, float, float, float]]:
+    """(ms after T0, bid, bid_size, ask, ask_size) -> source events for XYZ."""
+    return [("XYZ", T0 + ms * MS, bid, bs, ask, asz) for ms, bid, bs, ask, asz in rows]
+
+
+def config(gateway: dict[str, Any] | None = None, **backtest: Any) -> Any:
+    return parse_config({"backtest": {"cash": 100_000, "end_drain": "0s", **backtest},
+                         "gateway": {"require_quote": False, **(gateway or {})}})
+
+
+async def test_event_driven_throttle_is_leading_and_trailing_edge_in_data_time() -> None:
+    agent = Recording(config={"instruments": "XYZ", "throttle": "100ms"})
+    source = quotes((0, 10, 1, 11, 1), (10, 10, 2, 11, 1), (20, 10, 3, 11, 1), (150, 10, 4, 11, 1),
+                    (400, 10, 5, 11, 1))
+    result = await run_backtest(config(), HistoricalSource(streams=[source]), agents=[agent])
+    runs = [(t - T0) // MS for t, _ in agent.seen]
+    sizes = [e.bid_size for _, e in agent.seen if isinstance(e, Quote)]
+    assert runs == [0, 100, 200, 400]  # leading edge, trailing edge with the latest, next window, quiet again
+    assert sizes == [1, 3, 4, 5]
+    assert result.stats["agent_conflated"] == {"recording": 1}
+
+
+async def test_throttle_zero_runs_on_every_quote() -> None:
+    agent = Recording(config={"instruments": "XYZ", "throttle": "0s"})
+    source = quotes(*[(i, 10, i + 1, 11, 1) for i in range(50)])
+    await run_backtest(config(), HistoricalSource(streams=[source]), agents=[agent])
+    assert [e.bid_size for _, e in agent.seen] == [float(i + 1) for i in range(50)]
+
+
+async def test_periodic_agent_runs_on_its_grid_in_data_time() -> None:
+    agent = Recording(config={"instruments": "XYZ", "throttle": "1s", "agent_type": "periodic"})
+    source = quotes((0, 10, 1, 11, 1), (1500, 10, 2, 11, 1), (3200, 10, 3, 11, 1))
+    await run_backtest(config(end_drain="1s"), HistoricalSource(streams=[source]), agents=[agent])
+    assert [(t - T0) // MS for t, _ in agent.seen] == [1000, 2000, 3000, 4000]
+    kinds = [type(e).__name__ if isinstance(e, Tick) else e.bid_size for _, e in agent.seen]
+    assert kinds == [1.0, 2.0, 2.0, 3.0]  # as live: a tick with nothing new sees the latest quote again
+
+
+async def test_cache_driven_agent_runs_on_cache_changes() -> None:
+    from agents.spotter import Spotter
+
+    spotter = Spotter(config={"instruments": "XYZ", "throttle": "0s"})
+    follower = Recording(config={"instruments": "XYZ", "throttle": "0s", "on_quotes": False,
+                                 "on_cache": "fair_price", "name": "follower"})
+    source = quotes((0, 10, 1, 11, 1), (5, 10, 3, 11, 1))
+    await run_backtest(config(), HistoricalSource(streams=[source]), agents=[spotter, follower])
+    assert [(t - T0) // MS for t, _ in follower.seen] == [0, 5]
+    assert all(e.fields == ("fair_price",) for _, e in follower.seen)
+
+
+async def test_a_crossed_quote_behind_usable_ones_leaves_the_last_usable_one() -> None:
+    """Issue 9's IBM rows: the backtest conflates latest-usable-wins, as the live runtime does."""
+    from agents.spotter import Spotter
+
+    spotter = Spotter(config={"instruments": "IBM", "throttle": "1ms"})
+    rows = [("IBM", T0, 182.00, 100, 182.10, 300), ("IBM", T0 + MS, 182.01, 200, 182.09, 100),
+            ("IBM", T0 + MS, 182.20, 100, 182.05, 100)]
+    await run_backtest(config(), HistoricalSource(streams=[rows]), agents=[spotter])
+    assert round(await spotter.data_cache.get("IBM", "fair_price"), 4) == 182.0633
+
+
+async def run_order(order: dict[str, Any], rows: list[Any], **gateway: Any) -> Any:
+    Buyer.order = order
+    agent = Buyer(config={"instruments": "XYZ", "throttle": "0s", "name": "buyer"})
+    return await run_backtest(config(gateway), HistoricalSource(streams=[quotes(*rows)]), agents=[agent])
+
+
+async def test_resting_buy_fills_on_touch_but_not_through_mode_never_beyond_displayed_size() -> None:
+    rows = [(0, 10.0, 5, 10.2, 5), (10, 10.0, 5, 10.1, 3), (20, 9.9, 5, 10.0, 2)]
+    touch = await run_order({"side": "buy", "qty": 10, "price": 10.1}, rows, sim_fill="touch")
+    assert [(f["fill_qty"], f["fill_price"]) for f in touch.fills] == [("3", "10.1"), ("2", "10.1")]
+    through = await run_order({"side": "buy", "qty": 10, "price": 10.1}, rows, sim_fill="through")
+    assert [(f["fill_qty"], f["fill_price"]) for f in through.fills] == [("2", "10.1")]
+
+
+async def test_order_reaches_the_book_after_the_latency_in_data_time() -> None:
+    rows = [(0, 10.0, 5, 10.1, 5), (1, 10.0, 5, 10.1, 5), (6, 10.0, 5, 10.3, 5)]
+    result = await run_order({"side": "buy", "qty": 1, "price": 10.1}, rows, sim_latency="5ms")
+    assert result.fills == []  # the quotes at 0 and 1 ms were gone when it arrived; the one at 6 ms is above
+    result = await run_order({"side": "buy", "qty": 1, "price": 10.1}, rows[:2], sim_latency="0s")
+    assert [f["fill_price"] for f in result.fills] == ["10.1"]
+
+
+async def test_market_order_walks_the_rest_at_the_slippage_and_sells_pay_sec_and_taf() -> None:
+    rows = [(0, 100.0, 30, 100.1, 30), (1, 100.0, 30, 100.1, 30)]
+    result = await run_order({"side": "sell", "qty": 100, "type": "market"}, rows, sim_market_walk=True,
+                             sim_market_slippage_bps=10, sim_sec_fee_per_million=27.8, sim_taf_per_share=0.000166,
+                             sim_taf_max=8.3)
+    fills = [(f["fill_qty"], f["fill_price"]) for f in result.fills]
+    assert fills == [("30", "100"), ("70", "99.9")]
+    fee_30 = 30 * 0.000166 + 30 * 100 * 27.8e-6
+    assert float(result.fills[0]["fee"]) == pytest.approx(fee_30)
+
+
+def test_same_config_twice_gives_byte_identical_results(tmp_path: Path) -> None:
+    cfg = load_config(str(EXAMPLE))
+    first = run_one(cfg, tmp_path / "a", tearsheet=False)
+    second = run_one(load_config(str(EXAMPLE)), tmp_path / "b", tearsheet=False)
+    assert first.digest == second.digest
+    for name in ("orders.csv", "fills.csv", "positions.csv", "equity.csv", "prices.csv", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert first.stats["fills"] > 0 and first.stats["orders_accepted"] > 0
+
+
+def test_two_processes_with_different_hash_seeds_write_identical_files(tmp_path: Path) -> None:
+    outputs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"run{seed}"
+        done = subprocess.run([sys.executable, "-m", "backtest", str(EXAMPLE), "--out", str(out)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+        outputs.append(out)
+    for name in ("orders.csv", "fills.csv", "positions.csv", "equity.csv", "prices.csv", "stats.json",
+                 "tearsheet.html"):
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
+
+
+def test_changing_one_quote_changes_the_digest(tmp_path: Path) -> None:
+    lines = ESU4.read_text().splitlines(keepends=True)
+    ts, symbol, bid, bid_size, ask, ask_size = lines[10].strip().split(",")
+    lines[10] = ",".join([ts, symbol, bid, str(int(bid_size) + 7), ask, ask_size]) + "\n"
+    changed = tmp_path / "changed.csv"
+    changed.write_text("".join(lines))
+    raw = load_config(str(EXAMPLE)).raw
+    base = parse_config(raw)
+    other = parse_config({**raw, "backtest": {**raw["backtest"], "data": [str(changed)]}})
+    assert run_one(base, tmp_path / "a", tearsheet=False).digest != \
+        run_one(other, tmp_path / "b", tearsheet=False).digest
+
+
+def test_example_config_runs_as_written_from_the_command_line(tmp_path: Path) -> None:
+    out = tmp_path / "mm"
+    done = subprocess.run([sys.executable, "-m", "backtest", str(EXAMPLE.relative_to(ROOT)), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "digest sha256:" in done.stdout
+    for name in ("orders.csv", "fills.csv", "positions.csv", "equity.csv", "stats.json", "tearsheet.html"):
+        assert (out / name).stat().st_size > 0, name
+    stats = json.loads((out / "stats.json").read_text())
+    for key in ("pnl_realized", "pnl_unrealized", "fees", "return", "sharpe", "sortino", "max_drawdown",
+                "max_drawdown_duration_s", "turnover", "fill_ratio", "average_inventory", "time_in_market",
+                "quotes_processed", "agent_runs"):
+        assert key in stats, key
+    assert stats["quotes_processed"] == 2288
+    assert set(stats["agent_runs"]) == {"spotter", "volatility", "spread_calculator", "quote_manager", "pnl"}
+    with open(out / "fills.csv") as file:
+        assert len(list(csv.DictReader(file))) == stats["fills"]
+
+
+def test_unknown_agent_setting_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spred"):
+        parse_config({"agents": [{"agent": "spotter", "instruments": "X", "spred": 1}]})
+
+
+async def test_trading_hub_runs_a_backtest_and_returns_when_the_data_ends() -> None:
+    from agents.quote_manager import QuoteManager
+    from agents.spotter import Spotter
+    from cache import DataCache
+    from core.clock import VirtualClock
+    from hub.trading_hub import TradingHub
+
+    cache, clock = DataCache(), VirtualClock()
+    hub = TradingHub(cache=cache, source=HistoricalSource(ESU4), clock=clock,
+                     gateway_settings={"max_order_notional": 1e6, "order_rate": 20},
+                     backtest_settings={"cash": 1e6, "sample_interval": "1s"})
+    hub.add_agent(Spotter(config={"instruments": "ESU4", "throttle": "50ms"}, data_cache=cache))
+    hub.add_agent(QuoteManager(config={"instruments": "ESU4", "throttle": "100ms", "quote_size": 1,
+                                       "min_spread": 0.25, "max_inventory": 5, "max_data_age": "10s"},
+                               data_cache=cache, clock=clock))
+    await hub.start()
+    result = hub.result
+    assert result.stats["quotes_processed"] == 2288
+    assert result.orders and result.equity[0][1] == 1e6
+    assert await cache.get_float("ESU4", "fair_price") is not None  # the cache holds the final state
+    assert clock.time_ns() >= result.stats["data_end_ns"]
+
+
+def test_redis_url_writes_the_final_cache_and_order_state(tmp_path: Path, redis_url: str, sync_redis: Any) -> None:
+    from core.keys import Keys
+
+    result = run_one(load_config(str(EXAMPLE)), tmp_path / "mm", tearsheet=False, redis_url=redis_url)
+    keys = Keys()
+    assert float(sync_redis.hget(keys.cache("ESU4"), "fair_price")) > 5000
+    assert sync_redis.xlen(keys.order_events()) == len(result.events)
+    first = result.orders[0]["client_order_id"]
+    assert sync_redis.hget(keys.order(first), "agent") == "quote_manager"
+    assert sync_redis.hget(keys.position("ESU4"), "qty") == result.positions[0]["qty"]
+
+
+def test_sweep_runs_every_combination_and_ranks_them(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "backtest", str(EXAMPLE), "--out", str(out), "--no-tearsheet",
+                           "--sweep", "quote_manager.min_spread=0.25,1.0", "--sweep", "gateway.sim_fill=touch,through"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    with open(out / "sweep.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 4 and all((out / r["run"] / "stats.json").exists() for r in rows)
+    pnls = [float(r["pnl_total"]) for r in rows]
+    assert pnls == sorted(pnls, reverse=True)
+    assert {(r["quote_manager.min_spread"], r["gateway.sim_fill"]) for r in rows} == {
+        ("0.25", "touch"), ("0.25", "through"), ("1.0", "touch"), ("1.0", "through")}
+
+
+def test_progress_bar_is_silent_off_a_terminal() -> None:
+    import io
+
+    from backtest import progress
+
+    quiet = io.StringIO()
+    bar = progress.ProgressBar(100, quiet)
+    bar(50)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    loud = Terminal()
+    bar = progress.ProgressBar(100, loud)
+    bar._started -= progress.QUIET_FOR_S
+    bar(50)
+    bar.close()
+    assert "50/100 quotes" in loud.getvalue() and "ETA" in loud.getvalue()
+
+
+async def test_intents_an_on_stop_sends_without_waiting_are_still_handled() -> None:
+    class Quoter(TradingAgent):
+        async def run(self, data: Event) -> None:
+            if not getattr(self, "sent", False):
+                self.sent = True
+                await self.trading.submit_limit("XYZ", "buy", 1, 9.0)
+
+        async def on_stop(self) -> None:
+            await self.trading.cancel_all("XYZ")  # fire and forget
+
+    agent = Quoter(config={"instruments": "XYZ", "throttle": "0s", "name": "quoter"})
+    result = await run_backtest(config(intent_latency="5ms"), HistoricalSource(streams=[quotes((0, 10, 1, 11, 1))]),
+                                agents=[agent])
+    assert [o["event"] for o in result.orders] == ["new", "canceled"]
