@@ -96,10 +96,14 @@ async def start_agent(redis_url: str) -> AsyncIterator[Runner]:
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
+    subscribers: dict[str, int] = {}  # per channel, how many of the started agents should be on it
+
     async def start(agent: TradingAgent) -> AgentRuntime:
         runtime = AgentRuntime(agent, client=client, raw_client=raw, keys=KEYS)
         tasks.append(asyncio.create_task(runtime.run(stop)))
-        await eventually_async(lambda: _subscribed(client, agent), message="subscription")
+        for symbol in agent.instruments:
+            subscribers[symbol] = subscribers.get(symbol, 0) + 1
+        await eventually_async(lambda: _subscribed(client, subscribers), message="subscription")
         return runtime
 
     yield start
@@ -109,9 +113,11 @@ async def start_agent(redis_url: str) -> AsyncIterator[Runner]:
     await raw.aclose()
 
 
-async def _subscribed(client: aioredis.Redis, agent: TradingAgent) -> bool:
-    counts = await client.pubsub_numsub(*(KEYS.quote_channel(s) for s in agent.instruments))
-    return all(n > 0 for _, n in counts)
+async def _subscribed(client: aioredis.Redis, subscribers: dict[str, int]) -> bool:
+    """Every started agent is on its channels (a count, not > 0: a second agent on a symbol
+    must not pass on the first one's subscription)."""
+    counts = await client.pubsub_numsub(*(KEYS.quote_channel(s) for s in subscribers))
+    return all(n >= subscribers[s] for s, (_, n) in zip(subscribers, counts, strict=True))
 
 
 async def test_spotter_ends_on_last_usable_quote_when_unusable_ones_follow(start_agent: Runner, redis_url: str,
