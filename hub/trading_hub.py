@@ -184,7 +184,7 @@ class TradingHub:
         """Wait (bounded) until the gateway has handled every intent, e.g. the agents' last cancels."""
         from hub.execution.gateway import GROUP
 
-        client = redis_client(self.process.redis_url)
+        client = redis_client(self.process.redis_spec)
         deadline = time.monotonic() + INTENT_DRAIN_S
         try:
             while time.monotonic() < deadline:

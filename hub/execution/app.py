@@ -84,10 +84,10 @@ def latency_summary_us(samples: list[int]) -> dict[str, float]:
 
 async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     settings, keys, clock = config.process, config.process.keys, SystemClock()
-    client = redis_client(settings.redis_url)
-    raw_client = redis_client(settings.redis_url, decode=False)
+    client = redis_client(settings.redis_spec)
+    raw_client = redis_client(settings.redis_spec, decode=False)
     try:
-        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
         store = OrderStore(client, keys, clock)
         broker = make_broker(config, store, raw_client)
         gateway = Gateway(client, keys, store, broker, RiskChecks(config.risk, clock), clock,
