@@ -22,6 +22,7 @@ from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.gateway import Gateway
+from hub.execution.reconcile import reconcile_with_broker
 from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
 
@@ -100,6 +101,7 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
         try:
             await gateway.start()
+            await reconcile_with_broker(store, broker, client, keys)  # nothing at the broker is forgotten
             log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
                      len(store.open))
             await run_until_stopped(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),
