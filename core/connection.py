@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -65,6 +67,14 @@ class ProcessSettings:
     @property
     def display_url(self) -> str:
         return self.redis_spec.display
+
+
+def spec_from_env(url: str, environ: Mapping[str, str] | None = None) -> RedisSpec:
+    """``url`` parsed, with the password from ``REDIS_PASSWORD_FILE`` if that is set (for library users:
+    ``DataCache()`` next to a stack whose Redis has ACL users)."""
+    spec = parse_redis_url(url)
+    path = (os.environ if environ is None else environ).get("REDIS_PASSWORD_FILE", "")
+    return spec.with_password(read_password_file(path)) if path else spec
 
 
 class SpecRedis(aioredis.Redis):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)

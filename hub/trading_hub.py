@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -52,7 +53,8 @@ class TradingHub:
         settings of ``python -m hub.execution``). Bad settings raise ConfigError here, before any I/O."""
         self.cache = cache if cache is not None else DataCache(redis_url, namespace=namespace or "tf")
         self.process: ProcessSettings = build(ProcessSettings, {
-            "redis_url": redis_url or self.cache.redis_url, "namespace": namespace or self.cache.keys.namespace})
+            "redis_url": redis_url or self.cache.redis_url, "namespace": namespace or self.cache.keys.namespace,
+            "redis_password_file": os.environ.get("REDIS_PASSWORD_FILE", "")})
         common = {"redis_url": self.process.redis_url, "namespace": self.process.namespace}
         self.hub_config: HubConfig | None = None
         if source is not None:

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from bench.server import RedisServer, start_redis_server
+from cache.data_cache import DataCache
 from core.acl import ROLES, role_rules
 from core.exitcodes import ExitCode
 from core.keys import PORTFOLIO, Keys
@@ -167,3 +168,15 @@ def test_status_runs_as_the_operator(processes: ProcessGroup, acl_server: RedisS
         "REDIS_PASSWORD_FILE": str(var / "secrets" / "dashboard.password")})
     assert result.returncode == ExitCode.OK, result.stderr
     assert as_role["admin"].acl_log() == []
+
+
+async def test_data_cache_reads_the_password_file_from_the_environment(
+        acl_server: RedisServer, var: Path, as_role: dict[str, redis.Redis], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_PASSWORD_FILE", str(var / "secrets" / "agent.password"))
+    cache = DataCache(f"redis://agent@127.0.0.1:{acl_server.port}/0")
+    try:
+        await cache.set("AAPL", "fair_price", 101.5)  # the lean EVAL writer and redis-py, both as 'agent'
+        assert await cache.get("AAPL", "fair_price") == 101.5
+    finally:
+        await cache.aclose()
+    assert as_role["admin"].hget(KEYS.cache("AAPL"), "fair_price") == "101.5"
