@@ -43,6 +43,7 @@ class RedisServer:
     port: int
     workdir: Path
     ping_kwargs: dict[str, Any] = field(default_factory=dict)
+    config_file: str | None = None  # redis-server wants it before every other argument
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,8 +56,9 @@ class RedisServer:
             raise RedisServerError("redis-server is not installed: run `make setup` "
                                    "or `apt-get install -y redis-server`")
         log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115  # the child keeps it
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--dir", str(self.workdir), *self.args],
-                                     stdout=log, stderr=subprocess.STDOUT)
+        config = [self.config_file] if self.config_file else []
+        argv = [binary, *config, "--port", str(self.port), "--dir", str(self.workdir), *self.args]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self._wait_ready(timeout_s)
         return self
@@ -106,13 +108,16 @@ class RedisServer:
 
 
 def start_redis_server(*extra: str, port: int | None = None, workdir: Path | None = None,
-                       ping_kwargs: dict[str, Any] | None = None, base: Sequence[str] = BASE_ARGS) -> RedisServer:
-    """Start redis-server with ``base`` then ``extra`` arguments (later ones win) and wait until it answers."""
+                       ping_kwargs: dict[str, Any] | None = None, base: Sequence[str] = BASE_ARGS,
+                       config_file: str | None = None) -> RedisServer:
+    """Start redis-server (``config_file``, then ``base`` then ``extra`` arguments; later ones win) and wait
+    until it answers."""
     directory = workdir or Path(tempfile.mkdtemp(prefix="tf-redis-"))
     chosen = port or free_port()
     if chosen == 6379:
         raise RedisServerError("refusing port 6379: that is the stack's Redis")
-    server = RedisServer(args=(*base, *extra), port=chosen, workdir=directory, ping_kwargs=dict(ping_kwargs or {}))
+    server = RedisServer(args=(*base, *extra), port=chosen, workdir=directory, ping_kwargs=dict(ping_kwargs or {}),
+                         config_file=config_file)
     return server.start()
 
 

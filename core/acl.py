@@ -3,7 +3,8 @@
 ``python -m core.acl --var var`` (run by ``deploy/setup-redis-acl.sh``, which ``make run`` calls)
 keeps one password per role in ``var/secrets/<role>.password`` (mode 0600, generated once,
 kept on later runs) and writes ``var/redis/users.acl`` (mode 0600, SHA-256 hashes only), which
-deploy/redis.conf loads with ``aclfile``. The default (anonymous) user is switched off.
+deploy/redis.conf loads with ``aclfile``. No client gets in without a password (see render_acl
+for why the default user shares admin's).
 
 Roles and what they may do (docs/security.md has the table):
 
@@ -105,8 +106,14 @@ def password_hash(password: str) -> str:
 
 
 def render_acl(passwords: Mapping[str, str], keys: Keys) -> str:
-    """The aclfile: the default user off, then one line per role with its password's hash."""
-    lines = ["user default off resetkeys resetchannels -@all"]
+    """The aclfile: the default user (admin's password), then one line per role with its password's hash.
+
+    The default user must keep every right: Redis (7.0 here; fixed upstream in redis/redis#14545)
+    replays MULTI/EXEC from the AOF as the default user and silently drops each transaction that
+    user may not run, which would lose every order change after a restart. It is not anonymous:
+    it needs the admin password, so a client that does not authenticate gets NOAUTH.
+    """
+    lines = [f"user default on #{password_hash(passwords['admin'])} resetkeys resetchannels ~* &* +@all"]
     for role in ROLES:
         rules = " ".join(role_rules(role, keys))
         lines.append(f"user {role} on #{password_hash(passwords[role])} resetkeys resetchannels {rules}")

@@ -1,7 +1,8 @@
 """Redis kill -9 mid-flow under the stack's AOF, and the gateway's reconcile with the broker.
 
-Real processes: a redis-server with deploy/redis.conf's persistence (AOF), the Alpaca stand-in
-(the broker, whose memory survives Redis) and ``python -m hub.execution --broker alpaca``.
+Real processes: a redis-server running deploy/redis.conf itself (AOF, ACL users from core/acl.py),
+the Alpaca stand-in (the broker, whose memory survives Redis) and ``python -m hub.execution
+--broker alpaca`` as the gateway user.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import redis
 import requests
 
 from bench.server import RedisServer, start_redis_server
+from core.acl import setup
 from core.exitcodes import ExitCode
 from core.keys import Keys
 from hub.execution.reconcile import RESTORED
-from tests.conftest import free_port
+from tests.conftest import REPO, free_port
 from tests.helpers import ProcessGroup, eventually
 from tests.test_alpaca_broker import KEYS_ENV, StandIn
 from tests.test_gateway import submit_fields
@@ -29,24 +31,38 @@ from tests.test_gateway import submit_fields
 KEYS = Keys()
 
 
-def persistence_args() -> tuple[str, ...]:
-    """deploy/redis.conf's appendonly/appendfsync, so the test measures what the stack runs."""
-    conf = (Path(__file__).resolve().parent.parent / "deploy" / "redis.conf").read_text()
-    args: list[str] = []
-    for name in ("appendonly", "appendfsync"):
-        match = re.search(rf"^{name}\s+(\S+)", conf, re.M)
-        assert match, f"deploy/redis.conf sets no {name}"
-        args += [f"--{name}", match.group(1)]
-    return tuple(args)
+DEPLOY_CONF = REPO / "deploy" / "redis.conf"
+
+
+def persistence() -> str:
+    """deploy/redis.conf's appendonly/appendfsync, for the printed figure."""
+    conf = DEPLOY_CONF.read_text()
+    return " ".join(re.search(rf"^{name}\s+\S+", conf, re.M).group(0) for name in ("appendonly", "appendfsync"))  # type: ignore[union-attr]
 
 
 @pytest.fixture
-def aof_server(tmp_path: Path) -> Iterator[RedisServer]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = start_redis_server(*persistence_args(), workdir=workdir)
+def var(tmp_path: Path) -> Path:
+    var = tmp_path / "var"
+    setup(var)
+    return var
+
+
+@pytest.fixture
+def aof_server(var: Path) -> Iterator[RedisServer]:
+    """The stack's Redis: deploy/redis.conf itself (AOF, and the ACL users of core/acl.py)."""
+    server = start_redis_server(base=(), config_file=str(DEPLOY_CONF), workdir=var / "redis")
     yield server
     server.stop()
+
+
+def role_env(server: RedisServer, var: Path, role: str) -> dict[str, str]:
+    return {"REDIS_URL": f"redis://{role}@127.0.0.1:{server.port}/0",
+            "REDIS_PASSWORD_FILE": str(var / "secrets" / f"{role}.password")}
+
+
+def admin_client(server: RedisServer, var: Path) -> redis.Redis:
+    return redis.Redis(port=server.port, username="admin", decode_responses=True,
+                       password=(var / "secrets" / "admin.password").read_text().strip())
 
 
 @pytest.fixture
@@ -58,13 +74,13 @@ def stand_in(processes: ProcessGroup) -> StandIn:
     return StandIn(line.group(1), line.group(2))
 
 
-def start_gateway(processes: ProcessGroup, stand_in: StandIn, url: str) -> subprocess.Popen[bytes]:
+def start_gateway(processes: ProcessGroup, stand_in: StandIn, env: dict[str, str]) -> subprocess.Popen[bytes]:
     listeners = stand_in.stats()["listeners"]
     proc = processes.start(
         "-m", "hub.execution", "--broker", "alpaca", "--alpaca-base-url", stand_in.rest,
         "--alpaca-stream-url", stand_in.ws, "--alpaca-requests-per-min", "10000", "--require-quote", "false",
         "--price-collar", "0", "--order-rate", "100000", "--order-burst", "100000", "--max-open-orders", "100000",
-        "--max-position", "100000000", "--redis-wait", "20s", env={**KEYS_ENV, "REDIS_URL": url})
+        "--max-position", "100000000", "--redis-wait", "20s", env={**KEYS_ENV, **env})
     eventually(lambda: stand_in.stats()["listeners"] > listeners, timeout_s=20, message="the gateway listening")
     return proc
 
@@ -88,9 +104,10 @@ def all_handled(client: redis.Redis) -> bool:
 class Writer(threading.Thread):
     """An agent's side: XADD submit intents until Redis goes away, at most ``window`` ahead of the gateway."""
 
-    def __init__(self, port: int, window: int = 20) -> None:
+    def __init__(self, port: int, password: str, window: int = 20) -> None:
         super().__init__(daemon=True)
-        self.client = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+        self.client = redis.Redis(port=port, username="agent", password=password, decode_responses=True,
+                                  socket_timeout=2)
         self.window = window
         self.acked: list[str] = []
 
@@ -109,11 +126,14 @@ class Writer(threading.Thread):
 
 @pytest.mark.timeout(180)
 def test_redis_kill_9_mid_flow_loses_no_acknowledged_intent_and_no_order(
-        processes: ProcessGroup, aof_server: RedisServer, stand_in: StandIn) -> None:
-    gateway = start_gateway(processes, stand_in, aof_server.url)
-    writer = Writer(aof_server.port)
+        processes: ProcessGroup, aof_server: RedisServer, stand_in: StandIn, var: Path) -> None:
+    # the hub's quote hashes keep Redis writing (and, under everysec, its background fsync busy) as in the stack
+    processes.start("-m", "hub", "--symbols", "AAPL,MSFT,SPY", "--sim-rate", "2000",
+                    env=role_env(aof_server, var, "hub"))
+    gateway = start_gateway(processes, stand_in, role_env(aof_server, var, "gateway"))
+    writer = Writer(aof_server.port, (var / "secrets" / "agent.password").read_text().strip())
     writer.start()
-    client = redis.Redis(port=aof_server.port, decode_responses=True)
+    client = admin_client(aof_server, var)
     eventually(lambda: len(redis_orders(client)) >= 300, timeout_s=30, message="orders flowing")
     client.close()
     aof_server.kill()  # mid-flow: intents arriving, the gateway submitting and recording
@@ -121,12 +141,12 @@ def test_redis_kill_9_mid_flow_loses_no_acknowledged_intent_and_no_order(
     assert gateway.wait(30) == ExitCode.REDIS_UNAVAILABLE
 
     aof_server.start()
-    gateway = start_gateway(processes, stand_in, aof_server.url)  # what supervisord does after exit 69
-    client = redis.Redis(port=aof_server.port, decode_responses=True)
+    gateway = start_gateway(processes, stand_in, role_env(aof_server, var, "gateway"))  # as supervisord would
+    client = admin_client(aof_server, var)
     eventually(lambda: all_handled(client), timeout_s=60, message="every surviving intent handled")
     at_broker, in_redis = broker_orders(stand_in), redis_orders(client)
     in_stream = {f["client_order_id"] for _, f in client.xrange(KEYS.order_intents())}
-    print(f"\nkill -9 mid-flow ({' '.join(persistence_args())}): {len(writer.acked)} intents acknowledged, "
+    print(f"\nkill -9 mid-flow ({persistence()}, ACL users): {len(writer.acked)} intents acknowledged, "
           f"{len(set(writer.acked) - in_stream)} missing from the stream after restart; {len(at_broker)} orders at "
           f"the broker, {len(set(at_broker) - set(in_redis))} unknown to Redis; "
           f"{stand_in.stats()['duplicate_submits']} duplicate submits")
@@ -134,15 +154,19 @@ def test_redis_kill_9_mid_flow_loses_no_acknowledged_intent_and_no_order(
     assert set(at_broker) <= set(in_redis)  # nothing at the broker is forgotten
     assert set(writer.acked) <= set(in_redis)  # and every acknowledged intent became an order
     assert stand_in.stats()["duplicate_submits"] == 0
+    # ...and Redis itself kept them: none had to come back from the broker (it would be agent 'external')
+    assert {in_redis[c]["agent"] for c in writer.acked} == {"tester"}
+    assert RESTORED not in {f.get("reason") for _, f in client.xrange(KEYS.order_events())}
     client.close()
     gateway.send_signal(signal.SIGTERM)
     assert gateway.wait(15) == ExitCode.OK
 
 
 def test_orders_redis_lost_are_restored_from_the_broker(processes: ProcessGroup, aof_server: RedisServer,
-                                                        stand_in: StandIn) -> None:
-    client = redis.Redis(port=aof_server.port, decode_responses=True)
-    gateway = start_gateway(processes, stand_in, aof_server.url)
+                                                        stand_in: StandIn, var: Path) -> None:
+    client = admin_client(aof_server, var)
+    env = role_env(aof_server, var, "gateway")
+    gateway = start_gateway(processes, stand_in, env)
     coids = [f"lost-{i}" for i in range(6)]
     for coid in coids:
         client.xadd(KEYS.order_intents(), submit_fields(coid, price="50", qty="10"))
@@ -158,7 +182,7 @@ def test_orders_redis_lost_are_restored_from_the_broker(processes: ProcessGroup,
     # Redis comes back without them (a host crash inside the fsync window, an old backup restored)
     lost = [KEYS.order(c) for c in coids] + [KEYS.open_orders(), KEYS.order_events(), KEYS.position("AAPL")]
     client.delete(*lost)
-    gateway = start_gateway(processes, stand_in, aof_server.url)
+    gateway = start_gateway(processes, stand_in, env)
     eventually(lambda: len(redis_orders(client)) == len(coids), timeout_s=20, message="orders restored")
     eventually(lambda: all(client.hget(KEYS.order(c), "status") == "filled" for c in coids[:3]), timeout_s=10,
                message="fills restored")

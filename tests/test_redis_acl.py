@@ -78,7 +78,8 @@ def test_setup_is_idempotent_private_and_keeps_no_cleartext(var: Path) -> None:
     assert stat.S_IMODE((var / "secrets").stat().st_mode) == 0o700
     text = acl.read_text()
     assert not any(p in text for p in before.values())
-    assert text.startswith("user default off")
+    assert text.startswith("user default on #")  # a password, never nopass (see core.acl.render_acl)
+    assert "nopass" not in text
 
 
 def test_an_agent_cannot_halt_forge_exec_events_or_touch_orders(as_role: dict[str, redis.Redis]) -> None:
