@@ -8,10 +8,13 @@ on the same disk as var/redis) runs:
 - the hub's publish path (hub.marketdata.publisher.Publisher, PUBLISH + HSET per symbol and
   flush): quotes/s, since with ``always`` every event-loop turn that wrote anything fsyncs;
 - one agent's XADD of an intent, round trip: p50/p99 in us;
+- quote -> agent latency (bench.latency: hub process -> Redis -> agent process writing its cache),
+  because subscribers' messages leave Redis only after the fsync of the same event-loop turn;
 - the gateway with the sim broker (bench.gateway): intent -> ack latency and intents/s.
 
-The loss side is measured by tests/test_durability.py (kill -9 mid-flow) and written up in
-docs/failure-modes.md.
+First, the loss side: 100 acknowledged writes, one at a time, on a fresh deploy/redis.conf Redis,
+then kill -9 at once, restart, count (10 times per policy). tests/test_durability.py measures a kill
+mid-flow with the whole order path; docs/failure-modes.md has the figures.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from pathlib import Path
 import redis
 import uvloop
 
-from bench import gateway
+from bench import gateway, latency
 from bench.publish import FRAME
 from bench.server import start_redis_server
 from bench.workload import QuoteTuple, make_quotes
+from core.acl import setup
 from core.connection import redis_client
 from core.intents import encode_intent
 from core.keys import Keys
@@ -38,6 +42,7 @@ from core.orders import Intent, to_decimal
 from hub.marketdata.publisher import Publisher
 
 POLICIES = ("everysec", "always")
+DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "redis.conf"
 
 
 async def publish_rate(url: str, quotes: list[QuoteTuple]) -> tuple[float, int]:
@@ -74,6 +79,24 @@ def xadd_latency_us(port: int, samples: int) -> list[float]:
     return sorted(out)
 
 
+def kill_loss(policy: str, workdir: Path, writes: int = 100) -> int:
+    """Acknowledged HSETs missing after a kill -9 straight after they were written, on a fresh start of
+    the stack's Redis (deploy/redis.conf with its ACL): the window everysec leaves while an fsync runs."""
+    setup(workdir)
+    server = start_redis_server("--appendfsync", policy, base=(), config_file=str(DEPLOY_CONF),
+                                workdir=workdir / "redis")
+    password = (workdir / "secrets" / "admin.password").read_text().strip()
+    client = redis.Redis(port=server.port, username="admin", password=password)
+    for i in range(writes):  # one at a time, as order changes arrive: each one acknowledged before the next
+        client.hset(f"bench:order:{i}", "status", "new")
+    server.kill()
+    server.start()
+    kept = sum(1 for _ in client.scan_iter(match="bench:order:*", count=1000))
+    client.close()
+    server.stop()
+    return writes - kept
+
+
 def run_policy(policy: str, workdir: Path, quotes: int, count: int, samples: int) -> None:
     server = start_redis_server("--appendonly", "yes", "--appendfsync", policy, workdir=workdir)
     try:
@@ -82,6 +105,11 @@ def run_policy(policy: str, workdir: Path, quotes: int, count: int, samples: int
         lat = xadd_latency_us(server.port, samples * 3)
         print(f"appendfsync {policy}: hub publish {rate:,.0f} quotes/s ({dropped} conflated); agent XADD p50 "
               f"{statistics.median(lat):.0f} us, p99 {lat[int(len(lat) * 0.99) - 1]:.0f} us")
+        for rate in (1_000, 10_000):
+            result = latency.project_run(server.url, rate, 3.0, cache_write=True)
+            run, cache = result["run"], result["cache_visible"]
+            print(f"  quote -> agent run() at {rate}/s: p50 {run['p50_us']:.0f} us, p99 {run['p99_us']:.0f} us; "
+                  f"cache write visible p50 {cache['p50_us']:.0f} us, p99 {cache['p99_us']:.0f} us")
         asyncio.run(gateway.main_async(server.url, count, samples))
     finally:
         server.stop()
@@ -93,7 +121,19 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--dir", default=None, help="where the AOF goes (default: a temp dir)")
+    parser.add_argument("--loss-only", action="store_true", help="only the kill -9 loss probe")
     args = parser.parse_args()
+    for policy in POLICIES:
+        lost = []
+        for _ in range(10):
+            workdir = Path(tempfile.mkdtemp(prefix=f"tf-aof-{policy}-", dir=args.dir))
+            try:
+                lost.append(kill_loss(policy, workdir))
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+        print(f"appendfsync {policy}: kill -9 right after 100 acknowledged writes lost {lost}")
+    if args.loss_only:
+        return
     for policy in POLICIES:
         workdir = Path(tempfile.mkdtemp(prefix=f"tf-aof-{policy}-", dir=args.dir))
         try:
