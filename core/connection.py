@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
 from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
-from core.settings import option
+from core.settings import format_duration_ns, option
 
 log = logging.getLogger(__name__)
 
@@ -112,35 +112,56 @@ def redis_config_error(spec: RedisSpec, error: Exception) -> ConfigError | None:
     return None
 
 
+def _fatal(spec: RedisSpec, error: Exception, deadline: float) -> Exception | None:
+    """What a failed ping ends in: a ConfigError, RedisUnavailableError at the deadline, or None (retry)."""
+    if (config_error := redis_config_error(spec, error)) is not None:
+        return config_error
+    if not isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return RedisUnavailableError(f"Redis at {spec.display} refused us: {error}")
+    if time.monotonic() >= deadline:
+        return RedisUnavailableError(
+            f"cannot reach Redis at {spec.display} ({str(error) or 'no answer in time'}); start it "
+            "(make run does) or point --redis-url / REDIS_URL at a running server")
+    return None
+
+
+#: How long the first ping may take before the process says it is waiting: redis-py's own connect
+#: retries hold a refused connection for ~4.5 s before they report it, which was silence.
+ANNOUNCE_AFTER_S = 0.5
+
+
 async def wait_for_redis(client: aioredis.Redis, url: str | RedisSpec, wait_ns: int) -> None:
     """Ping until Redis answers, with capped backoff; raise RedisUnavailableError at the deadline.
 
-    A refusal that waiting cannot cure (credentials, rights, database, TLS) raises ConfigError at once.
+    Says "waiting for Redis at ..." once, as soon as the first ping is slow or fails. A refusal
+    that waiting cannot cure (credentials, rights, database, TLS) raises ConfigError at once.
     """
     spec = url if isinstance(url, RedisSpec) else getattr(client, "spec", None) or parse_redis_url(url)
     deadline = time.monotonic() + wait_ns / 1e9
     delay_s = 0.05
-    waiting = False
+    announced = False
+
+    def announce(reason: object) -> None:
+        nonlocal announced
+        if not announced:
+            log.warning("waiting for Redis at %s (up to %s): %s", spec.display, format_duration_ns(wait_ns), reason)
+            announced = True
+
     while True:
+        attempt = asyncio.ensure_future(client.ping())
         try:
-            await client.ping()
-            if waiting:
+            done, _ = await asyncio.wait({attempt}, timeout=ANNOUNCE_AFTER_S)
+            if not done:
+                announce("no answer yet")
+            async with asyncio.timeout(max(deadline - time.monotonic(), ANNOUNCE_AFTER_S)):
+                await attempt
+            if announced:
                 log.info("Redis at %s is up", spec.display)
             return
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            if (config_error := redis_config_error(spec, e)) is not None:
-                raise config_error from None
-            if time.monotonic() >= deadline:
-                raise RedisUnavailableError(
-                    f"cannot reach Redis at {spec.display} ({e}); start it (make run does) "
-                    "or point --redis-url / REDIS_URL at a running server") from None
-            if not waiting:  # say so at once: the deadline can be many seconds of silence otherwise
-                log.warning("waiting for Redis at %s (up to %.0fs): %s", spec.display, wait_ns / 1e9, e)
-                waiting = True
+        except (RedisError, OSError) as e:  # OSError covers TimeoutError
+            if (fatal := _fatal(spec, e, deadline)) is not None:
+                raise fatal from None
+            announce(e)
             log.debug("redis not ready (%s); retrying in %.2fs", e, delay_s)
-        except RedisError as e:
-            if (config_error := redis_config_error(spec, e)) is not None:
-                raise config_error from None
-            raise RedisUnavailableError(f"Redis at {spec.display} refused us: {e}") from None
         await asyncio.sleep(delay_s * (0.5 + random.random()))
         delay_s = min(delay_s * 2, 1.0)
