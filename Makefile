@@ -26,10 +26,11 @@ browser:
 
 run: setup
 	@mkdir -p var/log var/redis
+	@bash deploy/setup-redis-acl.sh
 	exec $(VENV)/bin/supervisord -n -c deploy/supervisord.conf
 
 status: setup
-	$(PY) -m hub.status
+	REDIS_URL=$${REDIS_URL:-redis://operator@127.0.0.1:6379/0} REDIS_PASSWORD_FILE=$${REDIS_PASSWORD_FILE:-var/secrets/operator.password} $(PY) -m hub.status
 
 stop:
 	$(VENV)/bin/supervisorctl -c deploy/supervisord.conf shutdown

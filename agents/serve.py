@@ -17,11 +17,11 @@ async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings
                        clock: Clock | None = None) -> None:
     """Connect, run every agent until ``stop`` is set, then close the connections."""
     clock = clock or SystemClock()
-    client = redis_client(settings.redis_url)
-    raw_client = redis_client(settings.redis_url, decode=False)
+    client = redis_client(settings.redis_spec)
+    raw_client = redis_client(settings.redis_spec, decode=False)
     trading_clients: list[TradingClient] = []
     try:
-        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
         runtimes = [AgentRuntime(agent, client=client, raw_client=raw_client, keys=settings.keys, clock=clock)
                     for agent in agents]
         for runtime in runtimes:  # orders go through the execution gateway (python -m hub.execution)

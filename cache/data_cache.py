@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from cache.memory import MemoryRedis
 from core.clock import Clock, SystemClock
 from core.codec import encode_cache_change
-from core.connection import redis_client
+from core.connection import redis_client, spec_from_env
 from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
 from core.keys import DEFAULT_NAMESPACE, Keys
 from core.resp import Address, RespConnection, command
@@ -95,7 +95,7 @@ class DataCache:
     @property
     def client(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = redis_client(self.redis_url)
+            self._client = redis_client(spec_from_env(self.redis_url))
         return self._client
 
     def bind(self, client: aioredis.Redis, keys: Keys, clock: Clock) -> None:

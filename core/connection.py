@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import re
+import ssl
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
-from core.settings import check_name_setting, option
+from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
+from core.settings import check_name_setting, format_duration_ns, option
 
 log = logging.getLogger(__name__)
 
@@ -25,30 +30,33 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}:" if parts.username else ":"
-    return urlunsplit(parts._replace(netloc=f"{user}***@{host}{port}"))
+    """The URL with any password replaced, for logs and errors (also for URLs that do not parse)."""
+    return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+
+
+_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:@/]*):[^@/]*@", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ProcessSettings:
     """Where Redis is, which namespace to use, how much to log."""
 
-    redis_url: str = option("redis://127.0.0.1:6379/0", help="Redis URL", env=("REDIS_URL",), secret=True)
+    redis_url: str = option("redis://127.0.0.1:6379/0", help="Redis URL (see core.redis_spec for ?ssl_* options)",
+                            env=("REDIS_URL",), secret=True)
+    redis_password_file: str = option("", help="file holding the Redis password (keeps it off the command line)",
+                                      env=("REDIS_PASSWORD_FILE",))
     namespace: str = option("tf", help="prefix of every Redis key, so strategies can share a Redis")
     log_level: LogLevel = option("INFO", help="DEBUG, INFO, WARNING or ERROR")
     redis_wait_ns: int = option("10s", key="redis_wait", duration=True,
                                 help="how long to wait for Redis at start before giving up")
+    #: The parsed URL plus the password file: what every client of this process is built from.
+    redis_spec: RedisSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"setting 'redis_url': {redact_url(self.redis_url)!r} is not a redis:// URL; "
-                              "use e.g. redis://127.0.0.1:6379/0")
+        spec = parse_redis_url(self.redis_url)
+        if self.redis_password_file:
+            spec = spec.with_password(read_password_file(self.redis_password_file))
+        object.__setattr__(self, "redis_spec", spec)
         check_name_setting(self.namespace, "namespace")
 
     @property
@@ -57,30 +65,102 @@ class ProcessSettings:
 
     @property
     def display_url(self) -> str:
-        return redact_url(self.redis_url)
+        return self.redis_spec.display
 
 
-def redis_client(url: str, *, decode: bool = True) -> aioredis.Redis:
-    """An asyncio client; no I/O until first use."""
-    return aioredis.Redis.from_url(url, decode_responses=decode, health_check_interval=0,
-                                   socket_keepalive=True)
+def spec_from_env(url: str, environ: Mapping[str, str] | None = None) -> RedisSpec:
+    """``url`` parsed, with the password from ``REDIS_PASSWORD_FILE`` if that is set (for library users:
+    ``DataCache()`` next to a stack whose Redis has ACL users)."""
+    spec = parse_redis_url(url)
+    path = (os.environ if environ is None else environ).get("REDIS_PASSWORD_FILE", "")
+    return spec.with_password(read_password_file(path)) if path else spec
 
 
-async def wait_for_redis(client: aioredis.Redis, url: str, wait_ns: int) -> None:
-    """Ping until Redis answers, with capped backoff; raise RedisUnavailableError at the deadline."""
+class SpecRedis(aioredis.Redis):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)
+    """A redis-py client that remembers the spec it was built from, so the lean RESP client can share it."""
+
+    spec: RedisSpec
+
+
+def redis_client(target: str | RedisSpec, *, decode: bool = True) -> SpecRedis:
+    """An asyncio client for a spec (or a URL, parsed by core.redis_spec); no I/O until first use."""
+    spec = parse_redis_url(target) if isinstance(target, str) else target
+    client = SpecRedis(decode_responses=decode, health_check_interval=0, socket_keepalive=True,
+                       **spec.redis_py_kwargs())
+    client.spec = spec
+    return client
+
+
+def redis_config_error(spec: RedisSpec, error: Exception) -> ConfigError | None:
+    """The ConfigError a refusal by Redis means (bad password, missing rights, bad db), or None if transient."""
+    text = str(error)
+    at = spec.display
+    if isinstance(error, RedisAuthenticationError) or text.startswith(("WRONGPASS", "NOAUTH", "invalid password")):
+        return ConfigError(f"Redis at {at} refused the credentials ({text.split('.')[0]}); check the user in "
+                           "--redis-url and the password in --redis-password-file (make run writes them to "
+                           "var/secrets/)")
+    if text.startswith("NOPERM"):
+        return ConfigError(f"Redis at {at}: the user {spec.username or 'default'!r} lacks a right it needs "
+                           f"({text}); regenerate the ACL with deploy/setup-redis-acl.sh")
+    if "DB index is out of range" in text or text == "Invalid Database":
+        return ConfigError(f"Redis at {at} has no database {spec.db}; use a database in 0..15 "
+                           "(or raise 'databases' in redis.conf)")
+    if isinstance(error, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+        return ConfigError(f"TLS to Redis at {at} failed ({text}); check ssl_ca_certs / ssl_certfile / "
+                           "ssl_keyfile in the URL")
+    return None
+
+
+def _fatal(spec: RedisSpec, error: Exception, deadline: float) -> Exception | None:
+    """What a failed ping ends in: a ConfigError, RedisUnavailableError at the deadline, or None (retry)."""
+    if (config_error := redis_config_error(spec, error)) is not None:
+        return config_error
+    if not isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return RedisUnavailableError(f"Redis at {spec.display} refused us: {error}")
+    if time.monotonic() >= deadline:
+        return RedisUnavailableError(
+            f"cannot reach Redis at {spec.display} ({str(error) or 'no answer in time'}); start it "
+            "(make run does) or point --redis-url / REDIS_URL at a running server")
+    return None
+
+
+#: How long the first ping may take before the process says it is waiting: redis-py's own connect
+#: retries hold a refused connection for ~4.5 s before they report it, which was silence.
+ANNOUNCE_AFTER_S = 0.5
+
+
+async def wait_for_redis(client: aioredis.Redis, url: str | RedisSpec, wait_ns: int) -> None:
+    """Ping until Redis answers, with capped backoff; raise RedisUnavailableError at the deadline.
+
+    Says "waiting for Redis at ..." once, as soon as the first ping is slow or fails. A refusal
+    that waiting cannot cure (credentials, rights, database, TLS) raises ConfigError at once.
+    """
+    spec = url if isinstance(url, RedisSpec) else getattr(client, "spec", None) or parse_redis_url(url)
     deadline = time.monotonic() + wait_ns / 1e9
     delay_s = 0.05
+    announced = False
+
+    def announce(reason: object) -> None:
+        nonlocal announced
+        if not announced:
+            log.warning("waiting for Redis at %s (up to %s): %s", spec.display, format_duration_ns(wait_ns), reason)
+            announced = True
+
     while True:
+        attempt = asyncio.ensure_future(client.ping())
         try:
-            await client.ping()
+            done, _ = await asyncio.wait({attempt}, timeout=ANNOUNCE_AFTER_S)
+            if not done:
+                announce("no answer yet")
+            async with asyncio.timeout(max(deadline - time.monotonic(), ANNOUNCE_AFTER_S)):
+                await attempt
+            if announced:
+                log.info("Redis at %s is up", spec.display)
             return
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-            if time.monotonic() >= deadline:
-                raise RedisUnavailableError(
-                    f"cannot reach Redis at {redact_url(url)} ({e}); start it (make run does) "
-                    "or point --redis-url / REDIS_URL at a running server") from None
+        except (RedisError, OSError) as e:  # OSError covers TimeoutError
+            if (fatal := _fatal(spec, e, deadline)) is not None:
+                raise fatal from None
+            announce(e)
             log.debug("redis not ready (%s); retrying in %.2fs", e, delay_s)
-        except RedisError as e:
-            raise RedisUnavailableError(f"Redis at {redact_url(url)} refused us: {e}") from None
         await asyncio.sleep(delay_s * (0.5 + random.random()))
         delay_s = min(delay_s * 2, 1.0)

@@ -16,7 +16,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 import uvloop
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoPermissionError as RedisNoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import (
@@ -39,6 +41,10 @@ _EXIT_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (AuthenticationError, ExitCode.PROVIDER_REFUSED),
     (InsufficientSubscriptionError, ExitCode.PROVIDER_REFUSED),
     (SymbolLimitExceededError, ExitCode.PROVIDER_REFUSED),
+    # before RedisConnectionError (its base): a refused password or a missing ACL right will not
+    # cure itself by restarting
+    (RedisAuthenticationError, ExitCode.CONFIG),
+    (RedisNoPermissionError, ExitCode.CONFIG),
     (RedisUnavailableError, ExitCode.REDIS_UNAVAILABLE),
     (RedisConnectionError, ExitCode.REDIS_UNAVAILABLE),
     (RedisTimeoutError, ExitCode.REDIS_UNAVAILABLE),

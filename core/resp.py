@@ -7,7 +7,8 @@ with replies parsed in C by hiredis (0.8 us per pub/sub message here, against
 2.5-3 us for the best hand-written Python parser):
 
 - :class:`RespConnection`: connect (TCP, TLS or unix socket), AUTH and SELECT
-  taken from an existing redis-py client's settings, then pipelined writes of
+  from the :class:`~core.redis_spec.RedisSpec` the redis-py clients share
+  (TLS with the URL's CA, client certificate and hostname rules), then pipelined writes of
   pre-encoded commands whose replies are counted and checked for errors;
 - :class:`Subscription`: SUBSCRIBE and hand every ``message`` push to one
   synchronous callback straight from ``data_received`` (no task switch,
@@ -26,12 +27,12 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 
-from core.errors import RedisUnavailableError
+from core.errors import ConfigError, RedisUnavailableError
+from core.redis_spec import RedisSpec
 
 Value = Any  # bytes | int | list[Value] | RespError | None
 MessageCallback = Callable[[bytes, bytes], None]
@@ -52,30 +53,8 @@ def command(*parts: bytes) -> bytes:
     return b"".join(out)
 
 
-@dataclass(frozen=True)
-class Address:
-    """Where and how to connect; taken from a redis-py client so both paths share one configuration."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    path: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    timeout_s: float = 5.0
-
-    @classmethod
-    def from_client(cls, client: Any) -> Address:
-        kwargs = client.connection_pool.connection_kwargs
-        tls = "ssl" in client.connection_pool.connection_class.__name__.lower()
-        return cls(host=kwargs.get("host", "127.0.0.1"), port=int(kwargs.get("port", 6379)),
-                   path=kwargs.get("path", ""), db=int(kwargs.get("db", 0) or 0), username=kwargs.get("username"),
-                   password=kwargs.get("password"), tls=tls,
-                   timeout_s=float(kwargs.get("socket_connect_timeout") or 5.0))
-
-    def describe(self) -> str:
-        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+#: Where and how to connect: the same parsed spec the redis-py clients are built from (core.redis_spec).
+Address = RedisSpec
 
 
 class _Protocol(asyncio.Protocol):
@@ -141,6 +120,16 @@ class _Protocol(asyncio.Protocol):
             self.closed.exception()
 
 
+def _refusal(address: RedisSpec, error: RespError) -> ConfigError:
+    text = str(error)
+    if text.startswith(("WRONGPASS", "NOAUTH", "ERR invalid password")):
+        return ConfigError(f"Redis at {address.display} refused the credentials ({text.split('.')[0]}); check the "
+                           "user in --redis-url and the password in --redis-password-file")
+    if "DB index is out of range" in text:
+        return ConfigError(f"Redis at {address.display} has no database {address.db}; use a database in 0..15")
+    return ConfigError(f"Redis at {address.display} refused the connection setup: {text}")
+
+
 class RespConnection:
     """One connection; ``send`` pipelines pre-encoded commands."""
 
@@ -149,23 +138,32 @@ class RespConnection:
         self._protocol = protocol
 
     @classmethod
-    async def open(cls, address: Address) -> RespConnection:
+    async def open(cls, address: RedisSpec) -> RespConnection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(address.timeout_s):
+            async with asyncio.timeout(address.connect_timeout_s):
                 if address.path:
                     _, protocol = await loop.create_unix_connection(_Protocol, address.path)
                 else:
-                    tls = ssl.create_default_context() if address.tls else None
-                    _, protocol = await loop.create_connection(_Protocol, address.host, address.port, ssl=tls)
+                    tls = address.ssl_context()
+                    _, protocol = await loop.create_connection(
+                        _Protocol, address.host, address.port, ssl=tls,
+                        server_hostname=address.host if tls is not None else None)
+        except ssl.SSLError as e:
+            raise ConfigError(f"TLS to Redis at {address.display} failed ({e}); check ssl_ca_certs / "
+                              "ssl_certfile / ssl_keyfile in the URL") from None
         except (OSError, TimeoutError) as e:
             raise RedisUnavailableError(f"cannot connect to Redis at {address.describe()}: {e}") from None
         connection = cls(address, protocol)
-        if address.password:
-            user = (address.username.encode(),) if address.username else ()
-            await connection.send(command(b"AUTH", *user, address.password.encode()), 1)
-        if address.db:
-            await connection.send(command(b"SELECT", b"%d" % address.db), 1)
+        try:
+            if address.password:
+                user = (address.username.encode(),) if address.username else ()
+                await connection.send(command(b"AUTH", *user, address.password.encode()), 1)
+            if address.db:
+                await connection.send(command(b"SELECT", b"%d" % address.db), 1)
+        except RespError as e:  # the same refusals redis-py reports at connect: a human must fix them
+            connection.close()
+            raise _refusal(address, e) from None
         return connection
 
     def send(self, buf: bytes, replies: int) -> asyncio.Future[Value]:

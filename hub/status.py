@@ -111,9 +111,9 @@ def _short(value: str) -> str:
 
 
 async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio.Event) -> None:
-    client = redis_client(process.redis_url)
+    client = redis_client(process.redis_spec)
     try:
-        await wait_for_redis(client, process.redis_url, process.redis_wait_ns)
+        await wait_for_redis(client, process.redis_spec, process.redis_wait_ns)
         while True:
             state = await snapshot(client, process.keys)
             if settings.json:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -77,7 +78,8 @@ class TradingHub:
             return
         self.cache = cache if cache is not None else DataCache(redis_url, namespace=namespace or "tf")
         self.process: ProcessSettings = build(ProcessSettings, {
-            "redis_url": redis_url or self.cache.redis_url, "namespace": namespace or self.cache.keys.namespace})
+            "redis_url": redis_url or self.cache.redis_url, "namespace": namespace or self.cache.keys.namespace,
+            "redis_password_file": os.environ.get("REDIS_PASSWORD_FILE", "")})
         common = {"redis_url": self.process.redis_url, "namespace": self.process.namespace}
         self.hub_config: HubConfig | None = None
         if source is not None:
@@ -238,7 +240,7 @@ class TradingHub:
         """Wait (bounded) until the gateway has handled every intent, e.g. the agents' last cancels."""
         from hub.execution.gateway import GROUP
 
-        client = redis_client(self.process.redis_url)
+        client = redis_client(self.process.redis_spec)
         deadline = time.monotonic() + INTENT_DRAIN_S
         try:
             while time.monotonic() < deadline:

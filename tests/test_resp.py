@@ -87,7 +87,7 @@ async def test_pipelined_replies_errors_and_closed_connection(redis_url: str) ->
 
 async def test_connect_failure_is_redis_unavailable() -> None:
     with pytest.raises(RedisUnavailableError, match="cannot connect"):
-        await RespConnection.open(Address(host="127.0.0.1", port=1, timeout_s=2))
+        await RespConnection.open(Address(host="127.0.0.1", port=1, connect_timeout_s=2))
 
 
 async def test_publisher_wire_and_hash_through_the_lean_connection(redis_url: str) -> None:

@@ -24,6 +24,7 @@ from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.gateway import Gateway
+from hub.execution.reconcile import reconcile_with_broker
 from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
 
@@ -88,10 +89,10 @@ def latency_summary_us(samples: list[int]) -> dict[str, float]:
 
 async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     settings, keys, clock = config.process, config.process.keys, SystemClock()
-    client = redis_client(settings.redis_url)
-    raw_client = redis_client(settings.redis_url, decode=False)
+    client = redis_client(settings.redis_spec)
+    raw_client = redis_client(settings.redis_spec, decode=False)
     try:
-        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
         store = OrderStore(client, keys, clock)
         broker = make_broker(config, store, client, raw_client)
         # The order-rate bucket lives in Redis: a restarted gateway does not start with a full burst.
@@ -108,6 +109,7 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
         try:
             await gateway.start()
+            await reconcile_with_broker(store, broker, client, keys)  # nothing at the broker is forgotten
             log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
                      len(store.open))
             await run_until_stopped(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),

@@ -76,10 +76,10 @@ class RateMeter:
 async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
     """Stream quotes into Redis until ``stop`` is set."""
     settings, keys = config.process, config.process.keys
-    client = redis_client(settings.redis_url)
-    raw_client = redis_client(settings.redis_url, decode=False)
+    client = redis_client(settings.redis_spec)
+    raw_client = redis_client(settings.redis_spec, decode=False)
     try:
-        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
         demand = SymbolDemand(raw_client, keys, config.hub.symbols)
         await demand.refresh()
         _, factory = SOURCES[config.hub.source]

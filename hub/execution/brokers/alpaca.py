@@ -22,6 +22,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -292,6 +293,15 @@ class AlpacaBroker:
         await self._reconcile_positions()
         log.info("reconciled with alpaca: %d open orders, %d positions", len(self._store.open),
                  len(self._store.positions))
+
+    async def recent_orders(self, since_ns: int) -> list[Order]:
+        """Alpaca's orders created since ``since_ns``, any status, with fills (hub.execution.reconcile)."""
+        after = datetime.fromtimestamp(since_ns / 1e9, UTC)
+        remote = await self._call(self._rest.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL, after=after,
+                                                                           limit=500))
+        return [_adopt(r).evolve(status=_value(r.status), filled_qty=_dec(r.filled_qty or 0),
+                                 filled_avg_price=_dec(r.filled_avg_price) if r.filled_avg_price else None)
+                for r in remote if r.client_order_id]
 
     async def _reconcile_positions(self) -> None:
         remote = {p.symbol: p for p in await self._call(self._rest.get_all_positions)}
