@@ -13,7 +13,7 @@ Roles and what they may do (docs/security.md has the table):
                and its heartbeat; add symbol demand; XADD order intents (nothing else on the stream);
                subscribe to the exec channel but never publish on it; never write orders or risk keys
 ``gateway``    own the order state (intents group, events, ``tf:order:*``, positions, exec channel)
-``operator``   read everything; set/clear the kill switch and reduce-only; XADD intents (cancel-all)
+``operator``   read everything; set/clear the kill switch and reduce-only; XADD the operator stream (cancel-all)
 ``dashboard``  read-only operator
 ``admin``      everything (for a person with redis-cli; no process uses it)
 
@@ -38,9 +38,10 @@ from core.keys import DEFAULT_NAMESPACE, Keys
 ROLES = ("hub", "agent", "gateway", "operator", "dashboard", "admin")
 
 #: What every client needs: connect handshake, PING, MULTI/EXEC (redis-py pipelines are transactions).
-_BASE = ("-@all", "+ping", "+select", "+echo", "+multi", "+exec", "+discard", "+client|setname", "+client|id", "+reset")
+_BASE = ("-@all", "+ping", "+select", "+echo", "+multi", "+exec", "+discard", "+client|setname", "+client|id", "+reset",
+         "+time")  # TIME: the rate buckets and leases run on Redis's clock
 _SUBSCRIBE = ("+subscribe", "+unsubscribe", "+psubscribe", "+punsubscribe")
-_READ = ("+get", "+mget", "+exists", "+type", "+ttl", "+pttl", "+hget", "+hmget", "+hgetall", "+hlen",
+_READ = ("+get", "+mget", "+exists", "+type", "+ttl", "+pttl", "+hget", "+hmget", "+hgetall", "+hlen", "+hexists",
          "+smembers", "+sismember", "+scard", "+scan", "+xlen", "+xrange", "+xrevrange", "+xinfo|groups",
          "+xinfo|stream")
 _SCRIPTS = ("+eval", "+evalsha", "+script|load", "+script|exists")
@@ -71,31 +72,33 @@ def role_rules(role: str, keys: Keys) -> tuple[str, ...]:
     order_state = (k.order("*"), k.open_orders(), k.position("*"))
     if role == "hub":
         return (*_BASE, *_SUBSCRIBE, *_channels(k.symbols_control_channel()), *_READ,
-                *_read(k.wanted_symbols(), k.latest_quote("*")),
+                *_read(k.wanted_symbols(), k.latest_quote("*"), k.agent("*")),  # agents' heartbeats: their demand
                 _selector(f"~{k.latest_quote('*')}", *market_channels, "+publish", "+hset", "+del"),
+                _selector(f"~{k.wanted_symbols()}", "+srem", "+sadd"),  # lapsed and bad demand
                 _heartbeat(k.hub("*")))
     if role == "agent":
         return (*_BASE, *_SUBSCRIBE, *market_channels,
                 *_channels(k.cache_changed_channel("*"), k.exec_channel()), *_READ,
                 *_read(k.latest_quote("*"), k.cache("*"), *risk, *order_state, k.agent("*"), k.wanted_symbols()),
                 _selector(f"~{k.cache('*')}", *_channels(k.cache_changed_channel("*")), *_SCRIPTS,
-                          "+hset", "+hdel", "+publish"),
+                          "+hset", "+hdel", "+del", "+publish"),
                 _selector(f"~{k.wanted_symbols()}", *_channels(k.symbols_control_channel()), "+sadd", "+publish"),
                 _selector(f"~{k.order_intents()}", "+xadd"),
                 _heartbeat(k.agent("*")))
     if role == "gateway":
         return (*_BASE, *_SUBSCRIBE, *market_channels, *_READ, *_read(k.latest_quote("*"), *risk),
-                _selector(*(f"~{p}" for p in (*order_state, k.order_intents(), k.order_events())),
+                _selector(*(f"~{p}" for p in (*order_state, k.order_intents(), k.operator_intents(), k.order_events(),
+                                              k.order_rate_bucket(), k.broker_rate_bucket())),
                           *_channels(k.exec_channel()), "+@read", "+@write", "+@stream", "+@hash", "+@set",
                           *_SCRIPTS, "+publish", "-@dangerous"),
                 _heartbeat(k.gateway("*")))
     if role in ("operator", "dashboard"):
         everything = f"{keys.namespace}:*"
-        rules = (*_BASE, *_SUBSCRIBE, f"&{everything}", *_READ, f"%R~{everything}")
+        rules = (*_BASE, *_SUBSCRIBE, f"&{everything}", *_READ, "+xread", f"%R~{everything}")  # xread: fills
         if role == "dashboard":
             return rules
         return (*rules, _selector(*(f"~{p}" for p in risk), "+set", "+del"),
-                _selector(f"~{k.order_intents()}", "+xadd"))
+                _selector(f"~{k.operator_intents()}", "+xadd"))  # operator cancel-all: its own stream
     if role == "admin":
         return ("~*", "&*", "+@all")
     raise ValueError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")

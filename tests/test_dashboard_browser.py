@@ -92,7 +92,7 @@ def test_page_shows_the_live_stack_and_its_kill_switch_empties_the_book(stack: s
         eventually(lambda: sync_redis.get(KEYS.risk_halt()) is None, timeout_s=5, message="halt cleared from the page")
         eventually(lambda: sync_redis.scard(KEYS.open_orders()) > 0, timeout_s=20, message="quoting again")
         tab.click("#cancel-all")
-        eventually(lambda: [f for _, f in sync_redis.xrange(KEYS.order_intents())
-                            if f.get("kind") == "cancel_all" and f.get("agent") == "*"],
-                   message="a cancel-all intent for every agent from the page")
+        eventually(lambda: [f for _, f in sync_redis.xrange(KEYS.operator_intents())
+                            if f.get("kind") == "cancel_all" and f.get("agent") == "operator"],
+                   message="an operator cancel-all from the page")
     assert errors == []

@@ -86,8 +86,8 @@ def test_with_a_token_only_a_same_origin_json_post_with_the_token_acts(
     assert sync_redis.get(KEYS.risk_halt())
     eventually(lambda: "halt" in banner_ids(base), message="the halt banner")
     assert post(base + "/api/control/cancel-all", {}, {**JSON, "X-TF-Control-Token": TOKEN})[0] == 200
-    intents = sync_redis.xrange(KEYS.order_intents())
-    assert [(f["kind"], f["agent"]) for _, f in intents] == [("cancel_all", "*")]
+    intents = sync_redis.xrange(KEYS.operator_intents())
+    assert [(f["kind"], f["agent"]) for _, f in intents] == [("cancel_all", "operator")]
     assert post(halt, {"on": False}, {**JSON, "X-TF-Control-Token": TOKEN})[0] == 200
     assert sync_redis.get(KEYS.risk_halt()) is None
     log = processes.output(processes.procs[0][0])

@@ -18,12 +18,12 @@ from cache.data_cache import DataCache
 from core.acl import ROLES, role_rules
 from core.exitcodes import ExitCode
 from core.keys import PORTFOLIO, Keys
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.helpers import ProcessGroup, eventually
 from tests.supervisor_stack import deploy_programs, program_section, supervised
 
 KEYS = Keys()
-STACK = ("hub", "gateway", "spotter", "quote_manager", "delta_hedger", "pnl")
+STACK = ("hub", "gateway", "spotter", "quote_manager", "delta_hedger", "pnl", "dashboard")
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +129,14 @@ def test_rules_follow_the_namespace() -> None:
 
 
 def _role_section(deploy: object, name: str, server: RedisServer, var: Path, tmp: Path) -> str:
+    extra = f" --port {free_port()}" if name == "dashboard" else ""  # never the stack's 8050
     """The deploy file's program, keeping its Redis user, pointed at the test server and the test secrets."""
     options = dict(deploy.items(f"program:{name}"))  # type: ignore[attr-defined]
     user = re.search(r'REDIS_URL="redis://(\w+)@', options["environment"])
     assert user, f"program {name} has no Redis user in deploy/supervisord.conf"
     role = user.group(1)
-    section = program_section(deploy, name, f"redis://{role}@127.0.0.1:{server.port}/0", tmp)  # type: ignore[arg-type]
+    section = program_section(deploy, name, f"redis://{role}@127.0.0.1:{server.port}/0", tmp,  # type: ignore[arg-type]
+                              extra_args=extra)
     return section.replace('PYTHONUNBUFFERED="1"',
                            f'PYTHONUNBUFFERED="1",REDIS_PASSWORD_FILE="{var / "secrets" / f"{role}.password"}"')
 

@@ -20,6 +20,7 @@ from redis.retry import Retry
 from core.connection import ProcessSettings
 from core.errors import ConfigError
 from core.process import config_failure, run_process
+from core.redis_spec import RedisSpec
 from core.settings import build, gather, pick
 from hub.dashboard.control import Controls
 from hub.dashboard.reader import Reader
@@ -39,10 +40,12 @@ class _Server(uvicorn.Server):
         return nullcontext()
 
 
-def dashboard_client(url: str) -> aioredis.Redis:
-    """Short timeouts and no silent retries: the reader notices a lost Redis at once and shows it."""
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                   retry=Retry(NoBackoff(), 0), health_check_interval=0)
+def dashboard_client(spec: RedisSpec) -> aioredis.Redis:
+    """Short timeouts and no silent retries: the reader notices a lost Redis at once and shows it.
+    Built from the process's one parsed spec (core.redis_spec): TLS options and the password file apply."""
+    kwargs = {**spec.redis_py_kwargs(), "socket_connect_timeout": 1.0}
+    return aioredis.Redis(decode_responses=True, socket_timeout=2.0, retry=Retry(NoBackoff(), 0),
+                          health_check_interval=0, **kwargs)
 
 
 def warn_about_exposure(settings: DashboardSettings, token: ControlToken | None) -> None:
@@ -69,7 +72,7 @@ async def _serve(server: uvicorn.Server, settings: DashboardSettings) -> None:
 
 async def run_dashboard(process: ProcessSettings, settings: DashboardSettings, token: ControlToken | None,
                         stop: asyncio.Event) -> None:
-    client = dashboard_client(process.redis_url)
+    client = dashboard_client(process.redis_spec)
     state = State(history_samples=settings.history_samples)
     view = View(state, settings, control=token is not None)
     app = build_app(state, view, settings, Controls(client, process.keys), token, stop)

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from starlette.requests import Request
 
 from agents.trading import INTENTS_MAXLEN
-from core.intents import encode_intent
+from core.intents import OPERATOR, encode_intent
 from core.keys import Keys
 from core.orders import Intent
 from hub.dashboard.settings import ControlToken
@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-tf-control-token"
 #: The agent name a cancel-all from the page carries ("*": every agent's orders).
-ALL_AGENTS = "*"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -73,8 +72,9 @@ class Controls:
         log.warning("kill switch %s from the dashboard (%s)", "SET" if on else "cleared", who)
 
     async def cancel_all(self, who: str) -> None:
-        """One cancel_all intent for every agent's orders; the gateway does the cancelling."""
-        intent = Intent("cancel_all", ALL_AGENTS, ts_ns=time.time_ns())
-        await self._client.xadd(self._keys.order_intents(), encode_intent(intent), maxlen=INTENTS_MAXLEN,
+        """One operator cancel_all (every agent's orders) on the operator stream, which only the
+        operator role may write; the gateway does the cancelling, as for python -m hub.execution.cancel_all."""
+        intent = Intent("cancel_all", OPERATOR, ts_ns=time.time_ns())
+        await self._client.xadd(self._keys.operator_intents(), encode_intent(intent), maxlen=INTENTS_MAXLEN,
                                 approximate=True)
         log.warning("cancel-all sent from the dashboard (%s)", who)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from core.histogram import read_histogram
+from core.keys import PORTFOLIO
 from hub.dashboard.state import Process, State
 from hub.dashboard.view import View
 
@@ -179,9 +180,9 @@ class StackCollector(Collector):
         for symbol, fields in sorted(state.positions.items()):
             qty.add_metric([symbol], _float(fields.get("qty")))
             realized.add_metric([symbol], _float(fields.get("realized_pnl")))
-        pnl = GaugeMetricFamily("tf_pnl", "PnL marked by the pnl agent (symbol PORTFOLIO: totals)",
+        pnl = GaugeMetricFamily("tf_pnl", "PnL marked by the pnl agent (symbol portfolio: totals)",
                                 labels=["symbol", "kind"])
-        for symbol, fields in [*sorted(state.cache.items()), ("PORTFOLIO", state.portfolio)]:
+        for symbol, fields in [*sorted(state.cache.items()), (PORTFOLIO, state.portfolio)]:
             for field, kind in PNL_FIELDS.items():
                 if field in fields:
                     pnl.add_metric([symbol, kind], _float(fields[field]))

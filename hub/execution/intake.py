@@ -20,7 +20,7 @@ from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import names
@@ -149,6 +149,8 @@ class Intake:
         except TRANSIENT:
             raise
         except Exception as e:  # the poison boundary: one entry's failure must never stop the stream
+            if _refused_by_acl(e):  # the deployment's fault, not the entry's: stop (exit 78), replay once fixed
+                raise NoPermissionError(f"the gateway's Redis user lacks a right it needs: {e}") from e
             await self._poison(raw, intent, e)
             return None
 
@@ -207,6 +209,13 @@ class Intake:
         await self._store.reject_intent(agent=agent, kind=kind if kind in KINDS else "?", client_order_id=coid,
                                         target=target if CLIENT_ORDER_ID.match(target) else "", reason=reason,
                                         intent_ts_ns=int(ts_text) if TS_NS.match(ts_text) else 0)
+
+
+def _refused_by_acl(error: Exception) -> bool:
+    """A command (or a script's command) the ACL does not allow: every later intent would fail the same way."""
+    text = str(error)
+    return isinstance(error, NoPermissionError) or (
+        isinstance(error, ResponseError) and ("NOPERM" in text or "can't run this command" in text))
 
 
 def _text(value: str | bytes) -> str:
