@@ -27,6 +27,8 @@ name                                  type       contents
 ``tf:risk:halt``                      string     kill switch: any value halts trading
 ``tf:risk:reduce_only``               string     any value: only position-reducing orders
 ``tf:gateway:<NAME>``                 hash       gateway heartbeat (expires)
+``tf:members:<GROUP>``                zset       sharded agents' member ids, score = lease end (ms)
+``tf:leader:<NAME>``                  string     leader lock of a hub name (instance id, PX lease)
 ====================================  =========  ======================================
 """
 
@@ -97,6 +99,13 @@ class Keys:
 
     def gateway_pattern(self) -> str:
         return self._name("gateway", "*")
+
+    # sharded agents and standby hubs
+    def agent_members(self, group: str) -> str:
+        return self._name("members", group)
+
+    def hub_leader(self, name: str) -> str:
+        return self._name("leader", name)
 
     # symbol demand
     def wanted_symbols(self) -> str:
