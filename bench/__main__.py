@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import intake, latency, orders, publish
+from bench import ingest, intake, latency, orders, publish
 from bench.report import table
 from bench.server import redis_server
 
@@ -28,6 +28,7 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "fanout": latency.fanout,
     "overload": latency.overload,
     "orders": orders.run,
+    "ingest": ingest.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
