@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from core.clock import Clock, SystemClock
+from core.cluster import NodeConnections, is_cluster, is_cluster_url
 from core.codec import encode_cache_change
 from core.connection import redis_client
 from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
@@ -37,6 +38,9 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if ARGV[1] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
 return 1
 """
+# On a Redis Cluster the change notice goes out on sharded pub/sub: the channel shares the
+# cache key's slot (hash tag), so the script stays on one node (see core.cluster).
+_UPDATE_LUA_SHARDED = _UPDATE_LUA.replace(b"'PUBLISH'", b"'SPUBLISH'")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 CacheValue = float | int | str
@@ -80,11 +84,12 @@ class DataCache:
     def __init__(self, redis_url: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
                  client: aioredis.Redis | None = None, clock: Clock | None = None) -> None:
         self.redis_url = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-        self.keys = Keys(namespace)
+        self.keys = Keys(namespace, cluster=is_cluster_url(self.redis_url))
         self._client = client
         self._owns_client = client is None
         self._retired: list[aioredis.Redis] = []
         self._resp: RespConnection | None = None
+        self._nodes: NodeConnections | None = None
         self._writer_lock = asyncio.Lock()
         self._clock = clock or SystemClock()
 
@@ -120,11 +125,22 @@ class DataCache:
         args: list[str] = []
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
-        writer = await self._writer()
-        await writer.send(command(b"EVAL", _UPDATE_LUA, b"2", self.keys.cache(instrument).encode(),
+        key = self.keys.cache(instrument)
+        writer = await self._writer_for(key)
+        script = _UPDATE_LUA_SHARDED if self._nodes is not None else _UPDATE_LUA
+        await writer.send(command(b"EVAL", script, b"2", key.encode(),
                                   self.keys.cache_changed_channel(instrument).encode(), notice,
                                   *(a.encode() for a in args)), 1)
         return ts_ns
+
+    async def _writer_for(self, key: str) -> RespConnection:
+        """On a cluster, the connection to the master of ``key``'s slot; else the one write connection."""
+        if self._nodes is None and is_cluster(self.client):
+            self._nodes = NodeConnections(self.client)
+        if self._nodes is not None:
+            async with self._writer_lock:
+                return await self._nodes.for_name(key)
+        return await self._writer()
 
     async def _writer(self) -> RespConnection:
         """The write connection, opened on first use (and again after it was lost)."""
@@ -164,6 +180,9 @@ class DataCache:
                 for field, text in raw.items() if not field.endswith(TS_SUFFIX)}
 
     def _close_writer(self) -> None:
+        if self._nodes is not None:
+            self._nodes.close()
+            self._nodes = None
         if self._resp is not None:
             self._resp.close()
             self._resp = None

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.cluster import cluster_client, is_cluster_url, parse_cluster_url
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
 from core.settings import option
@@ -46,7 +47,9 @@ class ProcessSettings:
                                 help="how long to wait for Redis at start before giving up")
 
     def __post_init__(self) -> None:
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+        if is_cluster_url(self.redis_url):
+            parse_cluster_url(self.redis_url)  # validated before any I/O, like the rest
+        elif urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"setting 'redis_url': {redact_url(self.redis_url)!r} is not a redis:// URL; "
                               "use e.g. redis://127.0.0.1:6379/0")
         if not self.namespace or ":" in self.namespace or " " in self.namespace:
@@ -54,7 +57,7 @@ class ProcessSettings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.namespace)
+        return Keys(self.namespace, cluster=is_cluster_url(self.redis_url))
 
     @property
     def display_url(self) -> str:
@@ -62,7 +65,9 @@ class ProcessSettings:
 
 
 def redis_client(url: str, *, decode: bool = True) -> aioredis.Redis:
-    """An asyncio client; no I/O until first use."""
+    """An asyncio client (a RedisCluster for ``redis+cluster://``, see core.cluster); no I/O until first use."""
+    if is_cluster_url(url):
+        return cluster_client(url, decode=decode)  # same command surface
     return aioredis.Redis.from_url(url, decode_responses=decode, health_check_interval=0,
                                    socket_keepalive=True)
 

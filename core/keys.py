@@ -48,35 +48,41 @@ class Keys:
     """Key and channel names under one namespace."""
 
     namespace: str = DEFAULT_NAMESPACE
+    #: On a Redis Cluster every per-instrument name carries a hash tag (``tf:cache:{AAPL}``), so one
+    #: instrument's keys and channels share a slot; single-node names stay as they were (``tf:cache:AAPL``).
+    cluster: bool = False
 
     def _name(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
 
+    def _sym(self, symbol: str) -> str:
+        return f"{{{symbol}}}" if self.cluster else symbol
+
     # market data
     def quote_channel(self, symbol: str) -> str:
-        return self._name("md", "quote", symbol)
+        return self._name("md", "quote", self._sym(symbol))
 
     def quote_channel_pattern(self) -> str:
         return self._name("md", "quote", "*")
 
     def trade_channel(self, symbol: str) -> str:
-        return self._name("md", "trade", symbol)
+        return self._name("md", "trade", self._sym(symbol))
 
     def quote_prefix(self) -> str:
         return self._name("md", "quote", "")
 
     def latest_quote(self, symbol: str) -> str:
-        return self._name("quote", symbol)
+        return self._name("quote", self._sym(symbol))
 
     # derived state
     def cache(self, symbol: str) -> str:
-        return self._name("cache", symbol)
+        return self._name("cache", self._sym(symbol))
 
     def cache_pattern(self) -> str:
         return self._name("cache", "*")
 
     def cache_changed_channel(self, symbol: str) -> str:
-        return self._name("cache", "changed", symbol)
+        return self._name("cache", "changed", self._sym(symbol))
 
     def cache_changed_prefix(self) -> str:
         return self._name("cache", "changed", "")
@@ -147,4 +153,5 @@ class Keys:
 
     def symbol_from(self, key_or_channel: str, prefix: str) -> str:
         """The symbol at the end of a name built with one of the ``*_prefix`` methods."""
-        return key_or_channel[len(prefix) :]
+        symbol = key_or_channel[len(prefix) :]
+        return symbol[1:-1] if self.cluster and symbol.startswith("{") and symbol.endswith("}") else symbol

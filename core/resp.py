@@ -37,7 +37,8 @@ Value = Any  # bytes | int | list[Value] | RespError | None
 MessageCallback = Callable[[bytes, bytes], None]
 
 _MESSAGE = b"message"
-_CONFIRMATIONS = (b"subscribe", b"unsubscribe")
+_SHARD_MESSAGE = b"smessage"  # sharded pub/sub on a Redis Cluster (core.cluster)
+_CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"ssubscribe", b"sunsubscribe")
 
 
 class RespError(Exception):
@@ -100,7 +101,8 @@ class _Protocol(asyncio.Protocol):
         on_message = self.on_message
         try:
             while (value := reader.gets()) is not False:
-                if on_message is not None and type(value) is list and len(value) == 3 and value[0] == _MESSAGE:
+                if on_message is not None and type(value) is list and len(value) == 3 and (value[0] == _MESSAGE
+                                                                                         or value[0] == _SHARD_MESSAGE):
                     on_message(value[1], value[2])
                 else:
                     self._deliver(value)
@@ -196,6 +198,9 @@ class Subscription:
     in the buffer and delivered when ``listen`` starts, so none are lost.
     """
 
+    #: The subscribe command; core.cluster's shard subscription uses SSUBSCRIBE.
+    verb = b"SUBSCRIBE"
+
     def __init__(self, address: Address) -> None:
         self.address = address
         self._connection: RespConnection | None = None
@@ -208,7 +213,7 @@ class Subscription:
             self._connection.protocol.on_message = self._hold
         names = [c.encode() if isinstance(c, str) else c for c in channels]
         protocol = self._connection.protocol
-        protocol.transport.write(command(b"SUBSCRIBE", *names))  # type: ignore[union-attr]
+        protocol.transport.write(command(self.verb, *names))  # type: ignore[union-attr]
         for _ in names:
             getter = asyncio.ensure_future(protocol.confirmations.get())
             await asyncio.wait((getter, protocol.closed), return_when=asyncio.FIRST_COMPLETED)
