@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from core.clock import Clock, SystemClock
-from core.cluster import NodeConnections, is_cluster, is_cluster_url
+from core.cluster import NodeConnections, is_cluster, is_cluster_url, through_failover
 from core.codec import encode_cache_change
 from core.connection import redis_client
 from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
@@ -126,21 +126,26 @@ class DataCache:
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
         key = self.keys.cache(instrument)
-        writer = await self._writer_for(key)
-        script = _UPDATE_LUA_SHARDED if self._nodes is not None else _UPDATE_LUA
-        await writer.send(command(b"EVAL", script, b"2", key.encode(),
-                                  self.keys.cache_changed_channel(instrument).encode(), notice,
-                                  *(a.encode() for a in args)), 1)
+        nodes = self._cluster_nodes()
+        script = _UPDATE_LUA_SHARDED if nodes is not None else _UPDATE_LUA
+        buf = command(b"EVAL", script, b"2", key.encode(), self.keys.cache_changed_channel(instrument).encode(),
+                      notice, *(a.encode() for a in args))
+        if nodes is None:
+            await (await self._writer()).send(buf, 1)
+        else:  # through a failover or slot move: the same atomic write, again, on the slot's new master
+            await through_failover(nodes, lambda: self._send_routed(nodes, key, buf))
         return ts_ns
 
-    async def _writer_for(self, key: str) -> RespConnection:
-        """On a cluster, the connection to the master of ``key``'s slot; else the one write connection."""
+    async def _send_routed(self, nodes: NodeConnections, key: str, buf: bytes) -> None:
+        async with self._writer_lock:
+            writer = await nodes.for_name(key)
+        await writer.send(buf, 1)
+
+    def _cluster_nodes(self) -> NodeConnections | None:
+        """On a cluster, the per-master write connections (each key goes to its slot's master)."""
         if self._nodes is None and is_cluster(self.client):
             self._nodes = NodeConnections(self.client)
-        if self._nodes is not None:
-            async with self._writer_lock:
-                return await self._nodes.for_name(key)
-        return await self._writer()
+        return self._nodes
 
     async def _writer(self) -> RespConnection:
         """The write connection, opened on first use (and again after it was lost)."""

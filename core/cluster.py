@@ -17,15 +17,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterable
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 
-from core.errors import ConfigError
-from core.resp import Address, RespConnection, Subscription
+from core.errors import ConfigError, RedisUnavailableError
+from core.resp import Address, RespConnection, RespError, Subscription
+
+log = logging.getLogger(__name__)
+
+#: How long a lean-path operation keeps retrying through a failover or a slot move before it gives up
+#: (RedisUnavailableError, exit 69). Redis promotes a replica after cluster-node-timeout plus an election.
+FAILOVER_WAIT_S = 30.0
+#: Error replies after which a refreshed slot map (or a little patience) makes the command succeed.
+_RETRYABLE_REPLIES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN")
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
@@ -79,12 +92,24 @@ class Cluster(RedisCluster):  # type: ignore[misc]
         return _DiscoveringPubSub(self, node=node, host=host, port=port, **kwargs)
 
 
+def redact_cluster_url(url: str) -> str:
+    """The cluster URL with its password replaced (it has several hosts, which urlsplit cannot parse)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hosts}"
+
+
 def cluster_client(url: str, *, decode: bool = True) -> RedisCluster:
     """redis-py's asyncio cluster client; no I/O until first use."""
     spec = parse_cluster_url(url)
-    return Cluster(startup_nodes=[ClusterNode(host, port) for host, port in spec.seeds],
-                        decode_responses=decode, ssl=spec.tls, username=spec.username, password=spec.password,
-                        socket_keepalive=True)
+    # redis-py's default (3 quick retries) gives up before Redis has promoted a replica; this backoff
+    # keeps retrying, re-reading the slot map each time, for about FAILOVER_WAIT_S.
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=int(FAILOVER_WAIT_S))
+    return Cluster(startup_nodes=[ClusterNode(host, port) for host, port in spec.seeds], decode_responses=decode,
+                   ssl=spec.tls, username=spec.username, password=spec.password, socket_keepalive=True,
+                   retry=retry)
 
 
 def is_cluster(client: Any) -> bool:
@@ -132,44 +157,129 @@ class NodeConnections:
             connection.close()
         self._open.clear()
 
+    async def refresh(self) -> None:
+        """Drop every connection and re-read the slot map (after a failover or a slot move)."""
+        self.close()
+        await refresh_slots(self._client)
+
+
+async def refresh_slots(client: RedisCluster) -> None:
+    try:
+        await client.nodes_manager.initialize()
+    except Exception as e:  # every seed may be down for a moment; the caller's retry loop decides
+        log.debug("cluster slot refresh failed: %s", e)
+
+
+def retryable(error: BaseException) -> bool:
+    if isinstance(error, RespError):
+        return str(error).startswith(_RETRYABLE_REPLIES)
+    return isinstance(error, (RedisUnavailableError, OSError))
+
+
+async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[Any]],
+                           wait_s: float = FAILOVER_WAIT_S) -> Any:
+    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map and retry, with backoff."""
+    deadline = time.monotonic() + wait_s
+    delay_s = 0.05
+    while True:
+        try:
+            return await op()
+        except Exception as e:
+            if not retryable(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(f"the cluster did not recover within {wait_s:.0f}s: {e}") from e
+            log.warning("cluster: %s; refreshing the slot map and retrying", e)
+        await asyncio.sleep(delay_s * (0.5 + random.random()))
+        delay_s = min(delay_s * 2, 1.0)
+        await nodes.refresh()
+
 
 class ShardSubscription(Subscription):
-    """SSUBSCRIBE on one master (its messages arrive as ``smessage``)."""
+    """SSUBSCRIBE on one master (its messages arrive as ``smessage``); remembers its channels."""
 
     verb = b"SSUBSCRIBE"
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        self.channels: list[str | bytes] = []
+
+    async def subscribe(self, *channels: str | bytes) -> None:
+        await super().subscribe(*channels)
+        self.channels.extend(channels)
 
 
 class ShardedSubscription:
     """The agent's subscription on a cluster: one SSUBSCRIBE connection per master holding its channels.
 
-    Same surface as :class:`core.resp.Subscription` (``subscribe``, ``listen``, ``aclose``).
+    Same surface as :class:`core.resp.Subscription` (``subscribe``, ``listen``, ``aclose``). When a
+    master goes away (failover) or its slots move, its channels are subscribed again on whichever
+    masters now serve them, within FAILOVER_WAIT_S; messages published in between are gone
+    (pub/sub is latest-wins; the next quote refills the slot).
     """
 
     def __init__(self, client: RedisCluster) -> None:
         self._client = client
         self._by_node: dict[tuple[str, int], ShardSubscription] = {}
+        self._nodes = NodeConnections(client)  # only for its refresh/backoff loop
+        self.resubscribed = 0
 
-    async def subscribe(self, *channels: str | bytes) -> None:
+    async def subscribe(self, *channels: str | bytes) -> list[ShardSubscription]:
+        """Subscribe each channel on its slot's master; returns the subscriptions that are new."""
+        new: list[ShardSubscription] = []
         for channel in channels:
             address = await node_address(self._client, channel)
-            sub = self._by_node.get((address.host, address.port))
+            node = (address.host, address.port)
+            sub = self._by_node.get(node)
             if sub is None:
-                sub = self._by_node[(address.host, address.port)] = ShardSubscription(address)
-            await sub.subscribe(channel)
+                sub = self._by_node[node] = ShardSubscription(address)
+                new.append(sub)
+            try:
+                await sub.subscribe(channel)
+            except BaseException:
+                if not sub.channels:  # never got a channel (e.g. its node is the one that died): forget it
+                    self._by_node.pop(node, None)
+                    await sub.aclose()
+                raise
+        return new
 
     async def listen(self, callback: Callable[[bytes, bytes], None]) -> None:
-        """Until one node's connection ends (then raise, like Subscription) or all are closed."""
+        """Deliver until closed; a lost master's channels move to their new masters (or raise after the wait)."""
         if not self._by_node:
             raise RuntimeError("subscribe() before listen()")
-        tasks = [asyncio.ensure_future(sub.listen(callback)) for sub in self._by_node.values()]
+        tasks = {asyncio.ensure_future(sub.listen(callback)): sub for sub in self._by_node.values()}
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            while tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    lost = tasks.pop(task)
+                    if task.cancelled() or task.exception() is None:
+                        continue  # closed by aclose()
+                    if not retryable(task.exception()):  # type: ignore[arg-type]
+                        raise task.exception()  # type: ignore[misc]
+                    for sub in await self._move(lost):
+                        tasks[asyncio.ensure_future(sub.listen(callback))] = sub
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _move(self, lost: ShardSubscription) -> list[ShardSubscription]:
+        self._by_node = {k: v for k, v in self._by_node.items() if v is not lost}
+        await lost.aclose()
+        log.warning("cluster: lost the shard subscription on %s; moving %d channels", lost.address.describe(),
+                    len(lost.channels))
+
+        before = set(map(id, self._by_node.values()))
+
+        async def again() -> None:
+            await refresh_slots(self._client)
+            await self.subscribe(*lost.channels)
+
+        await through_failover(self._nodes, again)
+        self.resubscribed += 1
+        # subscriptions made by any attempt, also one that failed half-way, need their listener
+        return [sub for sub in self._by_node.values() if id(sub) not in before]
 
     async def aclose(self) -> None:
         for sub in self._by_node.values():

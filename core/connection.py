@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.cluster import cluster_client, is_cluster_url, parse_cluster_url
+from core.cluster import cluster_client, is_cluster_url, parse_cluster_url, redact_cluster_url
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
 from core.settings import option
@@ -27,6 +27,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and errors."""
+    if is_cluster_url(url):
+        return redact_cluster_url(url)
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -46,9 +46,26 @@ def _cluster_ok(port: int) -> bool:
         client.close()
 
 
+class LocalCluster:
+    """The nodes of a running test cluster."""
+
+    def __init__(self, ports: list[int], procs: list[subprocess.Popen[bytes]]) -> None:
+        self.ports = ports
+        self._procs = dict(zip(ports, procs, strict=True))
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]},127.0.0.1:{self.ports[2]}/"
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crashed host would be."""
+        self._procs[port].kill()
+        self._procs[port].wait(10)
+
+
 @contextmanager
-def redis_cluster() -> Iterator[list[int]]:
-    """Start, create and wait for a cluster; yields its ports; tears it all down."""
+def redis_cluster() -> Iterator[LocalCluster]:
+    """Start, create and wait for a cluster; yields it; tears it all down."""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         raise RuntimeError("redis-server / redis-cli missing: `apt-get install -y redis-server` (make test does)")
@@ -68,8 +85,8 @@ def redis_cluster() -> Iterator[list[int]]:
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "1",
                         "--cluster-yes"], check=True, capture_output=True, timeout=60)
         _wait(lambda: all(_cluster_ok(p) for p in ports), "cluster_state:ok on every node")
-        _wait(lambda: _replicas_attached(ports[0]), "3 replicas attached")
-        yield ports
+        _wait(lambda: _replicas_synced(ports), "3 replicas in sync")
+        yield LocalCluster(ports, procs)
     finally:
         for proc in procs:
             proc.kill()
@@ -78,16 +95,19 @@ def redis_cluster() -> Iterator[list[int]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replicas_attached(port: int) -> bool:
-    client = redis.Redis(port=port, decode_responses=True)
-    try:
-        nodes = client.execute_command("CLUSTER", "NODES")
-        text = nodes if isinstance(nodes, str) else str(nodes)
-        return text.count("slave") == NODES // 2
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
+def _replicas_synced(ports: list[int]) -> bool:
+    """Three replicas with their link up: one that never synced cannot be promoted (its data is "too old")."""
+    synced = 0
+    for port in ports:
+        client = redis.Redis(port=port, decode_responses=True)
+        try:
+            info = client.info("replication")
+            synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+    return synced == NODES // 2
 
 
 def _pings(port: int) -> bool:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException as RedisClusterError
 
 from core.cluster import ClusterURL, is_cluster_url, parse_cluster_url, slot_of
 from core.connection import ProcessSettings
 from core.errors import ConfigError
 from core.keys import Keys
-from tests.cluster import redis_cluster
+from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO
 from tests.helpers import ProcessGroup, eventually
 
@@ -22,9 +25,14 @@ SYMBOLS = [f"C{i:02d}" for i in range(50)]
 
 
 @pytest.fixture(scope="module")
-def cluster_ports() -> Iterator[list[int]]:
-    with redis_cluster() as ports:
-        yield ports
+def local_cluster() -> Iterator[LocalCluster]:
+    with redis_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_ports(local_cluster: LocalCluster) -> list[int]:
+    return local_cluster.ports
 
 
 @pytest.fixture
@@ -63,21 +71,29 @@ def _masters_for(client: RedisCluster, symbols: list[str]) -> set[str]:
     return {client.get_node_from_key(Keys("tf", cluster=True).cache(s)).name for s in symbols}
 
 
-@pytest.mark.timeout(120)
-def test_sim_stack_over_the_cluster_fills_every_cache(cluster_ports: list[int], cluster: RedisCluster,
-                                                      tmp_path: Path) -> None:
-    url = f"redis+cluster://127.0.0.1:{cluster_ports[0]},127.0.0.1:{cluster_ports[1]}/"
+def _stack(url: str, tmp_path: Path) -> ProcessGroup:
     env = {**os.environ, "REDIS_URL": url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     group = ProcessGroup(env, tmp_path, cwd=REPO, python=sys.executable)
+    group.start("-m", "hub", "--source", "sim", "--symbols", ",".join(SYMBOLS), "--sim-rate", "2000")
+    group.start("-m", "agents.spotter", "--instruments", ",".join(SYMBOLS), "--throttle", "50ms")
+    return group
+
+
+def _stamps(client: RedisCluster) -> dict[str, int]:
+    """fair_price write time per symbol (0: none yet); {} while the cluster is failing over."""
     try:
-        group.start("-m", "hub", "--source", "sim", "--symbols", ",".join(SYMBOLS), "--sim-rate", "2000")
-        group.start("-m", "agents.spotter", "--instruments", ",".join(SYMBOLS), "--throttle", "50ms")
+        return {s: int(client.hget(f"tf:cache:{{{s}}}", "fair_price:ts_ns") or 0) for s in SYMBOLS}
+    except (RedisClusterError, redis.RedisError):
+        return {}
 
-        def filled() -> list[str]:
-            missing = [s for s in SYMBOLS if cluster.hget(f"tf:cache:{{{s}}}", "fair_price") is None]
-            return [] if missing else SYMBOLS
 
-        eventually(filled, timeout_s=60, message="fair_price in every tf:cache:{SYM}")
+@pytest.mark.timeout(120)
+def test_sim_stack_over_the_cluster_fills_every_cache(local_cluster: LocalCluster, cluster: RedisCluster,
+                                                      tmp_path: Path) -> None:
+    group = _stack(local_cluster.url, tmp_path)
+    try:
+        eventually(lambda: (st := _stamps(cluster)) and all(st.values()), timeout_s=60,
+                   message="fair_price in every tf:cache:{SYM}")
         assert len(_masters_for(cluster, SYMBOLS)) == 3  # the 50 symbols live on all three masters
         assert cluster.exists("tf:cache:C00") == 0  # no untagged single-node names on the cluster
         # quotes arrived over sharded pub/sub (received counts messages, not the start-up priming) ...
@@ -91,3 +107,27 @@ def test_sim_stack_over_the_cluster_fills_every_cache(cluster_ports: list[int], 
         group.stop_all()
     for proc, _ in group.procs:
         assert proc.returncode == 0, group.output(proc)[-2000:]
+
+
+@pytest.mark.timeout(150)
+def test_master_killed_mid_run_stack_recovers_in_process(tmp_path: Path) -> None:
+    with redis_cluster() as fresh:  # its own cluster: this one loses a master
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in fresh.ports],
+                              decode_responses=True)
+        group = _stack(fresh.url, tmp_path)
+        try:
+            eventually(lambda: (st := _stamps(client)) and all(st.values()), timeout_s=60, message="stack up")
+            victim = client.get_node_from_key("tf:cache:{C00}").port
+            fresh.kill(victim)
+            killed_ns = time.time_ns()
+            eventually(lambda: (st := _stamps(client)) and all(ts > killed_ns for ts in st.values()), timeout_s=60,
+                       interval_s=0.05, message="every cache updating again after the failover")
+            recovered_s = (time.time_ns() - killed_ns) / 1e9
+            print(f"cluster failover: master :{victim} killed, every tf:cache:{{SYM}} updating again after "
+                  f"{recovered_s:.2f}s (cluster-node-timeout 2s)")
+            assert client.get_node_from_key("tf:cache:{C00}").port != victim
+            for proc, _ in group.procs:  # carried on in-process: no restart needed
+                assert proc.poll() is None, group.output(proc)[-3000:]
+        finally:
+            group.stop_all()
+            client.close()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from core.cluster import NodeConnections, is_cluster
+from core.cluster import NodeConnections, is_cluster, through_failover
 from core.codec import QuoteRow, encode_quote_rows
 from core.keys import Keys
 from core.resp import Address, RespConnection
@@ -98,7 +98,7 @@ class Publisher:
             return
         batch, self._pending = self._pending, {}
         if self._nodes is not None:
-            await self._send_to_nodes(batch)
+            await self._send_to_nodes(self._nodes, batch)
         elif self._running:
             connection = self._connection or await self._connect()
             await connection.send(self._encode(batch), 2 * len(batch))
@@ -114,11 +114,30 @@ class Publisher:
         for listener in self.listeners:
             listener(batch)
 
-    async def _send_to_nodes(self, batch: dict[str, list[QuoteRow]]) -> None:
-        """Cluster mode: each master gets its own symbols' SPUBLISH+HSET buffer, all in flight at once."""
-        groups = await self._nodes.group(batch, self._keys.latest_quote)  # type: ignore[union-attr]
-        await asyncio.gather(*(connection.send(self._encode({s: batch[s] for s in symbols}), 2 * len(symbols))
-                               for connection, symbols in groups.items()))
+    async def _send_to_nodes(self, nodes: NodeConnections, batch: dict[str, list[QuoteRow]]) -> None:
+        """Cluster mode: each master gets its own symbols' SPUBLISH+HSET buffer, all in flight at once.
+
+        Through a failover or a slot move, only the symbols whose master failed are sent again, once
+        the slot map is fresh; agents on the healthy masters see nothing twice."""
+        unsent = dict(batch)
+
+        async def send() -> None:
+            groups = list((await nodes.group(unsent, self._keys.latest_quote)).items())
+            results = await asyncio.gather(*(self._send_group(connection, symbols, unsent)
+                                             for connection, symbols in groups), return_exceptions=True)
+            for (_, symbols), result in zip(groups, results, strict=True):
+                if result is None:
+                    for symbol in symbols:
+                        del unsent[symbol]
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+        await through_failover(nodes, send)
+
+    async def _send_group(self, connection: RespConnection, symbols: list[str],
+                          batch: dict[str, list[QuoteRow]]) -> None:
+        await connection.send(self._encode({s: batch[s] for s in symbols}), 2 * len(symbols))
 
     def _encode(self, batch: dict[str, list[QuoteRow]]) -> bytes:
         """Per symbol, PUBLISH of the batch and HSET of the latest quote, as one RESP buffer."""
