@@ -72,7 +72,7 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 
 def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
-    hubs = [(n, h.get("source", ""), h.get("connection", ""), h.get("rate_qps", ""), h.get("quotes", ""),
+    hubs = [(n, h.get("source", ""), h.get("role", "-"), h.get("connection", ""), h.get("rate_qps", ""), h.get("quotes", ""),
              h.get("dropped", ""), h.get("symbols", "")) for n, h in state["hubs"].items()]
     gateways = [(n, g.get("broker", ""), g.get("state", ""), g.get("intents", ""), g.get("open_orders", ""),
                  g.get("rejected", "")) for n, g in state["gateways"].items()]
@@ -88,7 +88,7 @@ def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
                            for k, v in sorted(cache.items()) if not k.endswith(CACHE_TS_SUFFIX))
         market.append((symbol, quote.get("bid", "-"), quote.get("ask", "-"), _age(quote.get("ts_ns"), now_ns), derived))
     return "\n".join([
-        _table("HUBS", ["name", "source", "connection", "quotes/s", "quotes", "dropped", "symbols"], hubs),
+        _table("HUBS", ["name", "source", "role", "connection", "quotes/s", "quotes", "dropped", "symbols"], hubs),
         _table("GATEWAYS", ["name", "broker", "state", "intents", "open", "rejected"], gateways),
         _table("AGENTS", ["name", "class", "type", "runs", "errors", "conflated", "bad", "lag_ms", "last run",
                           "pid@host"], agents),

@@ -9,6 +9,7 @@ import redis
 import redis.asyncio as aioredis
 
 from hub.marketdata.leader import LeaderLock, LeadershipLostError
+from hub.status import render
 from tests.helpers import ProcessGroup, eventually
 
 LEASE_S = 1.0
@@ -76,3 +77,12 @@ async def test_lock_taken_by_another_hub_stops_the_leader(aredis: aioredis.Redis
         raise AssertionError("hold() returned although the lock is someone else's")
     await lock.release()
     assert await aredis.get("tf:leader:t") == "other"  # never deletes another hub's lock
+
+
+def test_status_shows_each_hubs_role() -> None:
+    state: dict[str, dict[str, dict[str, str]]] = {
+        "hubs": {"hub-a": {"source": "alpaca", "role": "leader", "connection": "connected"},
+                 "hub-b": {"source": "alpaca", "role": "standby"}},
+        "gateways": {}, "agents": {}, "quotes": {}, "cache": {}}
+    rows = {line.split()[0]: line.split() for line in render(state, 0).splitlines() if line.startswith("hub-")}
+    assert rows["hub-a"][2] == "leader" and rows["hub-b"][2] == "standby"
