@@ -72,8 +72,8 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 
 def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
-    hubs = [(n, h.get("source", ""), h.get("role", "-"), h.get("connection", ""), h.get("rate_qps", ""), h.get("quotes", ""),
-             h.get("dropped", ""), h.get("symbols", "")) for n, h in state["hubs"].items()]
+    hubs = [(n, h.get("source", ""), h.get("role", "-"), h.get("connection", ""), h.get("rate_qps", ""),
+             h.get("quotes", ""), h.get("dropped", ""), h.get("symbols", "")) for n, h in state["hubs"].items()]
     gateways = [(n, g.get("broker", ""), g.get("state", ""), g.get("intents", ""), g.get("open_orders", ""),
                  g.get("rejected", "")) for n, g in state["gateways"].items()]
     agents = [(n, a.get("class", ""), a.get("agent_type", ""), a.get("runs", ""), a.get("errors", ""),

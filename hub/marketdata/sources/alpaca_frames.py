@@ -13,6 +13,8 @@ and the caller falls back to ``msgpack.unpackb``, which is as forgiving as the S
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 #: msgpack's timestamp extension type.
@@ -44,12 +46,16 @@ def decode_quote_frame(raw: bytes) -> list[AlpacaQuote]:
 
 def timestamp_ns(ext: msgspec.msgpack.Ext) -> int:
     """A msgpack Timestamp (32, 64 or 96 bit) as ns since the epoch; ValueError for anything else."""
-    data = bytes(ext.data)
-    if ext.code != TIMESTAMP_EXT:
-        raise ValueError(f"extension type {ext.code} is not a timestamp")
-    if len(data) == 8:  # the usual one: 30-bit nanoseconds over 34-bit seconds
+    data: Any = ext.data  # bytes at run time (typed as a buffer)
+    if len(data) == 8 and ext.code == TIMESTAMP_EXT:  # the usual one: 30-bit ns over 34-bit seconds
         value = int.from_bytes(data, "big")
         return (value & _SECONDS_34) * 1_000_000_000 + (value >> 34)
+    return _other_timestamp_ns(ext.code, bytes(data))
+
+
+def _other_timestamp_ns(code: int, data: bytes) -> int:
+    if code != TIMESTAMP_EXT:
+        raise ValueError(f"extension type {code} is not a timestamp")
     if len(data) == 4:
         return int.from_bytes(data, "big") * 1_000_000_000
     if len(data) == 12:
