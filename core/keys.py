@@ -81,6 +81,13 @@ class Keys:
     def cache_pattern(self) -> str:
         return self._name("cache", "*")
 
+    def cache_prefix(self) -> str:
+        """``tf:cache:`` (before the symbol or its ``{tag}``; see :meth:`symbol_from`)."""
+        return self._name("cache", "")
+
+    def latest_quote_prefix(self) -> str:
+        return self._name("quote", "")
+
     def cache_changed_channel(self, symbol: str) -> str:
         return self._name("cache", "changed", self._sym(symbol))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -103,6 +104,10 @@ def test_sim_stack_over_the_cluster_fills_every_cache(local_cluster: LocalCluste
                       for node in cluster.get_primaries()]
         assert len(per_master) == 3 and all(per_master) and sum(map(len, per_master)) == len(SYMBOLS)
         eventually(lambda: int(cluster.hget("tf:hub:hub", "quotes") or 0) > 0, message="hub heartbeat")
+        status = group.run("-m", "hub.status", "--json", "true", env={"REDIS_URL": local_cluster.url})
+        state = json.loads(status.stdout)
+        assert set(state["cache"]) == set(SYMBOLS) and set(state["quotes"]) == set(SYMBOLS), status.stderr[-2000:]
+        assert "spotter" in state["agents"] and "hub" in state["hubs"]
     finally:
         group.stop_all()
     for proc, _ in group.procs:
