@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ingest, intake, latency, orders, publish
+from bench import cluster, ingest, intake, latency, orders, publish
 from bench.report import table
 from bench.server import redis_server
 
@@ -29,6 +29,7 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "overload": latency.overload,
     "orders": orders.run,
     "ingest": ingest.run,
+    "cluster": cluster.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

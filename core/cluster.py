@@ -131,31 +131,46 @@ async def node_address(client: RedisCluster, name: str | bytes) -> Address:
 
 
 class NodeConnections:
-    """One lean RESP connection per master, opened on first use; ``for_name`` routes by slot."""
+    """One lean RESP connection per master, opened on first use; ``for_name`` routes by slot.
+
+    The route of each name is remembered until the next :meth:`refresh` (a failover or MOVED), so the
+    hot path costs one dict lookup per symbol.
+    """
 
     def __init__(self, client: RedisCluster) -> None:
         self._client = client
         self._open: dict[tuple[str, int], RespConnection] = {}
+        self._routes: dict[str | bytes, RespConnection] = {}
 
     async def for_name(self, name: str | bytes) -> RespConnection:
+        connection = self._routes.get(name)
+        if connection is not None and not connection.protocol.closed.done():
+            return connection
         address = await node_address(self._client, name)
         key = (address.host, address.port)
         connection = self._open.get(key)
         if connection is None or connection.protocol.closed.done():
             connection = self._open[key] = await RespConnection.open(address)
+        self._routes[name] = connection
         return connection
 
     async def group(self, names: Iterable[str], name_of: Callable[[str], str]) -> dict[RespConnection, list[str]]:
         """Items grouped by the connection of the master that serves ``name_of(item)``."""
         groups: dict[RespConnection, list[str]] = {}
+        routes = self._routes
         for item in names:
-            groups.setdefault(await self.for_name(name_of(item)), []).append(item)
+            name = name_of(item)
+            connection = routes.get(name)
+            if connection is None or connection.protocol.closed.done():
+                connection = await self.for_name(name)
+            groups.setdefault(connection, []).append(item)
         return groups
 
     def close(self) -> None:
         for connection in self._open.values():
             connection.close()
         self._open.clear()
+        self._routes.clear()
 
     async def refresh(self) -> None:
         """Drop every connection and re-read the slot map (after a failover or a slot move)."""
