@@ -30,6 +30,13 @@ name                                  type       contents
 ``tf:members:<GROUP>``                zset       sharded agents' member ids, score = lease end (ms)
 ``tf:leader:<NAME>``                  string     leader lock of a hub name (instance id, PX lease)
 ====================================  =========  ======================================
+
+On a Redis Cluster (``Keys(cluster=True)``, set from a ``redis+cluster://`` URL) per-instrument
+names carry the symbol as a hash tag (``tf:quote:{AAPL}``, ``tf:cache:{AAPL}``,
+``tf:md:quote:{AAPL}``) and execution names share one tag: ``tf:{orders}:intents``,
+``tf:{orders}:events``, ``tf:{orders}:open``, ``tf:{orders}:order:<ID>``, ``tf:{orders}:position:<SYM>``,
+``tf:{orders}:risk:halt`` and ``tf:{orders}:risk:reduce_only`` (read together with one MGET).
+Single-node names are unchanged.
 """
 
 from __future__ import annotations
@@ -127,36 +134,41 @@ class Keys:
     def symbols_control_channel(self) -> str:
         return self._name("ctl", "symbols")
 
-    # orders
+    # orders: on a cluster every execution name shares the ``{orders}`` slot, so the gateway's
+    # MULTI/EXEC over an order hash, the open set, the events stream and a position stays atomic
+    # (order flow is small next to market data: one master carries it easily)
+    def _orders(self, *parts: str) -> str:
+        return self._name("{orders}", *parts) if self.cluster else self._name(*parts)
+
     def order_intents(self) -> str:
-        return self._name("orders", "intents")
+        return self._name("{orders}", "intents") if self.cluster else self._name("orders", "intents")
 
     def order_events(self) -> str:
-        return self._name("orders", "events")
+        return self._name("{orders}", "events") if self.cluster else self._name("orders", "events")
 
     def exec_channel(self) -> str:
         return self._name("md", "exec")
 
     def order(self, client_order_id: str) -> str:
-        return self._name("order", client_order_id)
+        return self._orders("order", client_order_id)
 
     def order_pattern(self) -> str:
-        return self._name("order", "*")
+        return self._orders("order", "*")
 
     def open_orders(self) -> str:
-        return self._name("orders", "open")
+        return self._name("{orders}", "open") if self.cluster else self._name("orders", "open")
 
     def position(self, symbol: str) -> str:
-        return self._name("position", symbol)
+        return self._orders("position", symbol)
 
     def position_pattern(self) -> str:
-        return self._name("position", "*")
+        return self._orders("position", "*")
 
     def risk_halt(self) -> str:
-        return self._name("risk", "halt")
+        return self._orders("risk", "halt")
 
     def risk_reduce_only(self) -> str:
-        return self._name("risk", "reduce_only")
+        return self._orders("risk", "reduce_only")
 
     def symbol_from(self, key_or_channel: str, prefix: str) -> str:
         """The symbol at the end of a name built with one of the ``*_prefix`` methods."""

@@ -21,6 +21,7 @@ from core.keys import Keys
 from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO
 from tests.helpers import ProcessGroup, eventually
+from tests.test_gateway import submit_fields
 
 SYMBOLS = [f"C{i:02d}" for i in range(50)]
 
@@ -136,3 +137,39 @@ def test_master_killed_mid_run_stack_recovers_in_process(tmp_path: Path) -> None
         finally:
             group.stop_all()
             client.close()
+
+
+@pytest.mark.timeout(120)
+def test_gateway_over_the_cluster_makes_every_order_once(local_cluster: LocalCluster, cluster: RedisCluster,
+                                                         tmp_path: Path) -> None:
+    keys = Keys("tf", cluster=True)
+    cluster.hset(keys.latest_quote("AAPL"), mapping={"bid": 100.0, "bid_size": 100, "ask": 100.02, "ask_size": 100,
+                                                     "ts_ns": time.time_ns()})
+    env = {**os.environ, "REDIS_URL": local_cluster.url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    group = ProcessGroup(env, tmp_path, cwd=REPO, python=sys.executable)
+    total = 2000
+    ids = [f"c-{i}" for i in range(total)]
+    try:
+        gateway = group.start("-m", "hub.execution", "--broker", "sim", "--order-rate", "100000", "--order-burst",
+                              "100000", "--max-open-orders", "100000", "--max-position", "10000000")
+        eventually(lambda: cluster.exists("tf:gateway:gateway"), timeout_s=30, message="the gateway heartbeat")
+        pipe = cluster.pipeline(transaction=False)  # every intent in the {orders} slot
+        for coid in ids:
+            pipe.xadd(keys.order_intents(), submit_fields(coid))
+        pipe.execute()
+
+        def handled() -> bool:
+            groups = cluster.xinfo_groups(keys.order_intents())
+            return bool(groups) and groups[0]["pending"] == 0 and groups[0]["lag"] == 0 and \
+                cluster.scard(keys.open_orders()) == total
+
+        eventually(handled, timeout_s=60, message=f"all {total} intents handled")
+        news: dict[str, int] = {}
+        for _, fields in cluster.xrange(keys.order_events()):
+            if fields["event"] == "new":
+                news[fields["client_order_id"]] = news.get(fields["client_order_id"], 0) + 1
+        assert set(news) == set(ids) and set(news.values()) == {1}
+        assert cluster.hget(keys.order("c-0"), "status") == "new"
+        assert gateway.poll() is None
+    finally:
+        group.stop_all()
