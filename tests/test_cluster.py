@@ -17,6 +17,7 @@ from redis.exceptions import RedisClusterException as RedisClusterError
 from core.cluster import ClusterURL, is_cluster_url, parse_cluster_url, slot_of
 from core.connection import ProcessSettings
 from core.errors import ConfigError
+from core.exitcodes import ExitCode
 from core.keys import Keys
 from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO
@@ -173,3 +174,66 @@ def test_gateway_over_the_cluster_makes_every_order_once(local_cluster: LocalClu
         assert gateway.poll() is None
     finally:
         group.stop_all()
+
+
+def _orders_state(client: RedisCluster, keys: Keys, ids: list[str]) -> tuple[int, dict[str, int]] | None:
+    """(open orders, 'new' events per id) once every intent is handled; None before (or mid-failover)."""
+    try:
+        groups = client.xinfo_groups(keys.order_intents())
+        if not groups or groups[0]["pending"] or groups[0]["lag"]:
+            return None
+        news: dict[str, int] = {}
+        for _, fields in client.xrange(keys.order_events()):
+            if fields["event"] == "new":
+                news[fields["client_order_id"]] = news.get(fields["client_order_id"], 0) + 1
+        return client.scard(keys.open_orders()), news
+    except (RedisClusterError, redis.RedisError):
+        return None
+
+
+@pytest.mark.timeout(150)
+def test_gateway_through_a_master_failover_mid_way(tmp_path: Path) -> None:
+    keys = Keys("tf", cluster=True)
+    total = 2000
+    ids = [f"f-{i}" for i in range(total)]
+    with redis_cluster() as fresh:
+        client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in fresh.ports], decode_responses=True)
+        client.hset(keys.latest_quote("AAPL"), mapping={"bid": 100.0, "bid_size": 100, "ask": 100.02,
+                                                        "ask_size": 100, "ts_ns": time.time_ns()})
+        env = {**os.environ, "REDIS_URL": fresh.url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        group = ProcessGroup(env, tmp_path, cwd=REPO, python=sys.executable)
+        try:
+            gateway_args = ("-m", "hub.execution", "--broker", "sim", "--order-rate", "2000", "--order-burst", "100",
+                            "--max-open-orders", "100000", "--max-position", "10000000")
+            gateway = group.start(*gateway_args)
+            eventually(lambda: client.exists("tf:gateway:gateway"), timeout_s=30, message="the gateway heartbeat")
+            pipe = client.pipeline(transaction=False)
+            for coid in ids:
+                pipe.xadd(keys.order_intents(), submit_fields(coid))
+            pipe.execute()
+            master = client.get_node_from_key(keys.open_orders())
+            client.execute_command("WAIT", 1, 5000, target_nodes=master)  # the intents are on the replica
+            eventually(lambda: client.scard(keys.open_orders()) >= 300, timeout_s=30, message="gateway under way")
+            fresh.kill(master.port)
+            killed = time.monotonic()
+            restarts = [gateway]
+
+            def handled() -> tuple[int, dict[str, int]] | None:
+                # as supervisord does (autorestart=unexpected): a gateway that lost Redis exits 69 and is restarted
+                code = restarts[-1].poll()
+                if code is not None:
+                    assert code == ExitCode.REDIS_UNAVAILABLE, group.output(restarts[-1])[-3000:]
+                    restarts.append(group.start(*gateway_args))
+                return _orders_state(client, keys, ids)
+
+            state = eventually(handled, timeout_s=90, interval_s=0.2, message="every intent handled after the failover")
+            print(f"gateway failover: all {total} intents handled {time.monotonic() - killed:.1f}s after the kill, "
+                  f"{len(restarts) - 1} supervised restart(s); open orders {state[0]}, "
+                  f"ids with a 'new' event {len(state[1])}")
+            open_count, news = state
+            assert restarts[-1].poll() is None, group.output(restarts[-1])[-3000:]
+            assert set(news.values()) == {1}, "an order was made twice"
+            assert open_count == total and set(news) == set(ids)
+        finally:
+            group.stop_all()
+            client.close()
