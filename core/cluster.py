@@ -28,6 +28,9 @@ from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
 from core.resp import Address, RespConnection, RespError, Subscription
@@ -186,9 +189,11 @@ async def refresh_slots(client: RedisCluster) -> None:
 
 
 def retryable(error: BaseException) -> bool:
+    """A lost master, a MOVED/CLUSTERDOWN-like reply, or redis-py finding a slot uncovered mid-failover."""
     if isinstance(error, RespError):
         return str(error).startswith(_RETRYABLE_REPLIES)
-    return isinstance(error, (RedisUnavailableError, OSError))
+    return isinstance(error, (RedisUnavailableError, OSError, RedisConnectionError, RedisTimeoutError,
+                              RedisClusterException))
 
 
 async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[Any]],
