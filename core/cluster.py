@@ -228,6 +228,14 @@ class ShardSubscription(Subscription):
         await super().subscribe(*channels)
         self.channels.extend(channels)
 
+    async def next_dropped(self) -> bytes:
+        """The next channel Redis unsubscribed us from because its slot moved (SUNSUBSCRIBE push)."""
+        if self._connection is None:
+            await asyncio.Event().wait()
+        channel = await self._connection.protocol.dropped.get()  # type: ignore[union-attr]
+        self.channels = [c for c in self.channels if (c.encode() if isinstance(c, str) else c) != channel]
+        return channel
+
 
 class ShardedSubscription:
     """The agent's subscription on a cluster: one SSUBSCRIBE connection per master holding its channels.
@@ -264,25 +272,57 @@ class ShardedSubscription:
         return new
 
     async def listen(self, callback: Callable[[bytes, bytes], None]) -> None:
-        """Deliver until closed; a lost master's channels move to their new masters (or raise after the wait)."""
+        """Deliver until closed; a lost master's channels move to their new masters (or raise after the wait),
+        and so does a channel whose slot was migrated (Redis then sends us SUNSUBSCRIBE for it)."""
         if not self._by_node:
             raise RuntimeError("subscribe() before listen()")
-        tasks = {asyncio.ensure_future(sub.listen(callback)): sub for sub in self._by_node.values()}
+        tasks: dict[asyncio.Future[Any], tuple[str, ShardSubscription]] = {}
+
+        def watch(sub: ShardSubscription) -> None:
+            tasks[asyncio.ensure_future(sub.listen(callback))] = ("listen", sub)
+            tasks[asyncio.ensure_future(sub.next_dropped())] = ("dropped", sub)
+
+        for sub in self._by_node.values():
+            watch(sub)
         try:
             while tasks:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    lost = tasks.pop(task)
-                    if task.cancelled() or task.exception() is None:
-                        continue  # closed by aclose()
-                    if not retryable(task.exception()):  # type: ignore[arg-type]
-                        raise task.exception()  # type: ignore[misc]
-                    for sub in await self._move(lost):
-                        tasks[asyncio.ensure_future(sub.listen(callback))] = sub
+                    for sub in await self._after(task, *tasks.pop(task), tasks):
+                        watch(sub)
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _after(self, task: asyncio.Future[Any], kind: str, sub: ShardSubscription,
+                     tasks: dict[asyncio.Future[Any], tuple[str, ShardSubscription]]) -> list[ShardSubscription]:
+        """The new subscriptions to watch after ``task`` (a listener or a dropped-channel watcher) ended."""
+        if task.cancelled():
+            return []
+        if kind == "dropped":
+            tasks[asyncio.ensure_future(sub.next_dropped())] = ("dropped", sub)
+            return await self._reroute([task.result()])
+        if task.exception() is None:
+            return []  # closed by aclose()
+        if not retryable(task.exception()):  # type: ignore[arg-type]
+            raise task.exception()  # type: ignore[misc]
+        for other, (_, owner) in list(tasks.items()):
+            if owner is sub:  # its dropped-channel watcher goes with it
+                other.cancel()
+                del tasks[other]
+        return await self._move(sub)
+
+    async def _reroute(self, channels: list[str | bytes]) -> list[ShardSubscription]:
+        log.info("cluster: %d shard channel(s) moved with their slot; subscribing on the new master", len(channels))
+        before = set(map(id, self._by_node.values()))
+
+        async def again() -> None:
+            await refresh_slots(self._client)
+            await self.subscribe(*channels)
+
+        await through_failover(self._nodes, again)
+        return [sub for sub in self._by_node.values() if id(sub) not in before]
 
     async def _move(self, lost: ShardSubscription) -> list[ShardSubscription]:
         self._by_node = {k: v for k, v in self._by_node.items() if v is not lost}

@@ -87,6 +87,8 @@ class _Protocol(asyncio.Protocol):
         self.on_message: MessageCallback | None = None
         self.waiters: deque[list[Any]] = deque()  # [future, replies still due, first error]
         self.confirmations: asyncio.Queue[bytes] = asyncio.Queue()
+        #: Shard channels the server unsubscribed us from (their slot moved to another master, core.cluster).
+        self.dropped: asyncio.Queue[bytes] = asyncio.Queue()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # error replies come back as RespError values (not raised), so one bad command in a
         # pipeline does not lose the replies after it
@@ -110,10 +112,15 @@ class _Protocol(asyncio.Protocol):
             self._fail(e)
 
     def _deliver(self, value: Value) -> None:
+        if isinstance(value, list) and value and value[0] == b"sunsubscribe":  # never sent by us: slot moved
+            self.dropped.put_nowait(value[1])
+            return
         if isinstance(value, list) and value and value[0] in _CONFIRMATIONS:
             self.confirmations.put_nowait(value[1])
             return
         if not self.waiters:
+            if isinstance(value, RespError):  # a refused (S)SUBSCRIBE, e.g. MOVED: its caller is waiting
+                self.confirmations.put_nowait(value)  # type: ignore[arg-type]
             return  # a message before a callback was installed: nobody asked for it
         waiter = self.waiters[0]
         if isinstance(value, RespError) and waiter[2] is None:
@@ -221,6 +228,9 @@ class Subscription:
                 getter.cancel()
                 protocol.closed.result()  # raises RedisUnavailableError
                 raise RedisUnavailableError("the subscription closed before Redis confirmed it")
+            reply: object = getter.result()
+            if isinstance(reply, RespError):  # refused (on a cluster: MOVED, the caller retries)
+                raise reply
 
     def _hold(self, channel: bytes, data: bytes) -> None:
         self._held.append((channel, data))

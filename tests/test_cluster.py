@@ -237,3 +237,46 @@ def test_gateway_through_a_master_failover_mid_way(tmp_path: Path) -> None:
         finally:
             group.stop_all()
             client.close()
+
+
+def _migrate_slot(slot: int, source_port: int, target_port: int, ports: list[int]) -> None:
+    """Move one slot between masters as redis-cli --cluster reshard does: IMPORTING/MIGRATING, MIGRATE, NODE."""
+    source, target = redis.Redis(port=source_port), redis.Redis(port=target_port)
+    source_id, target_id = source.execute_command("CLUSTER MYID"), target.execute_command("CLUSTER MYID")
+    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+    while keys := source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
+    for port in ports:
+        node = redis.Redis(port=port)
+        try:
+            if node.info("replication")["role"] == "master":
+                node.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        finally:
+            node.close()
+    source.close()
+    target.close()
+
+
+@pytest.mark.timeout(120)
+def test_slot_migration_mid_run_moves_keys_and_shard_channels(local_cluster: LocalCluster, cluster: RedisCluster,
+                                                              tmp_path: Path) -> None:
+    group = _stack(local_cluster.url, tmp_path)
+    try:
+        eventually(lambda: (st := _stamps(cluster)) and all(st.values()), timeout_s=60, message="stack up")
+        source = cluster.get_node_from_key("tf:cache:{C00}")
+        target = next(n for n in cluster.get_primaries() if n.port != source.port)
+        _migrate_slot(slot_of("tf:cache:{C00}"), source.port, target.port, local_cluster.ports)
+        moved_ns = time.time_ns()
+        direct = redis.Redis(port=target.port, decode_responses=True)
+        # the hub's HSET and the spotter's EVAL follow the slot (MOVED), and the spotter's SSUBSCRIBE too
+        # (Redis sunsubscribes a moved slot's shard channels): C00's fair price is written on the new master
+        eventually(lambda: int(direct.hget("tf:cache:{C00}", "fair_price:ts_ns") or 0) > moved_ns, timeout_s=30,
+                   message="C00 served from its new master")
+        eventually(lambda: (st := _stamps(cluster)) and all(ts > moved_ns for ts in st.values()), timeout_s=30,
+                   message="every symbol still served")
+        direct.close()
+        for proc, _ in group.procs:
+            assert proc.poll() is None, group.output(proc)[-3000:]
+    finally:
+        group.stop_all()
