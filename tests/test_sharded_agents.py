@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 import redis
 
 from agents.membership import ShardSpec, parse_shard, share_of, static_share
+from agents.serve import serve_agents
+from agents.spotter import Spotter
+from core.connection import ProcessSettings
 from core.errors import ConfigError
 from tests.helpers import ProcessGroup, eventually
 
@@ -96,3 +100,9 @@ def test_killed_spotter_share_moves_to_the_others_within_the_bound(
     assert max(gaps_s.values()) <= TAKEOVER_BOUND_S, gaps_s
     members = sync_redis.zrange("tf:members:spotter", 0, -1)
     assert len(members) == 3 and not any(m.endswith(f"-{victim.pid}") for m in members)
+
+
+async def test_sharded_agent_is_refused_in_a_shared_process(redis_url: str) -> None:
+    agent = Spotter(config={"instruments_from": "tf:symbols:wanted", "shard": "auto"})
+    with pytest.raises(ConfigError, match="own process"):
+        await serve_agents([agent], ProcessSettings(redis_url=redis_url), asyncio.Event())
