@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.cluster import cluster_client, is_cluster_url, parse_cluster_url, redact_cluster_url
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
+from core.sentinel import is_sentinel_url, parse_sentinel_url, resolve_master, sentinel_client
 from core.settings import option
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and errors."""
-    if is_cluster_url(url):
-        return redact_cluster_url(url)
+    if is_cluster_url(url) or is_sentinel_url(url):
+        return redact_cluster_url(url)  # several hosts: urlsplit cannot parse them
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -51,6 +52,8 @@ class ProcessSettings:
     def __post_init__(self) -> None:
         if is_cluster_url(self.redis_url):
             parse_cluster_url(self.redis_url)  # validated before any I/O, like the rest
+        elif is_sentinel_url(self.redis_url):
+            parse_sentinel_url(self.redis_url)
         elif urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"setting 'redis_url': {redact_url(self.redis_url)!r} is not a redis:// URL; "
                               "use e.g. redis://127.0.0.1:6379/0")
@@ -70,6 +73,8 @@ def redis_client(url: str, *, decode: bool = True) -> aioredis.Redis:
     """An asyncio client (a RedisCluster for ``redis+cluster://``, see core.cluster); no I/O until first use."""
     if is_cluster_url(url):
         return cluster_client(url, decode=decode)  # same command surface
+    if is_sentinel_url(url):
+        return sentinel_client(url, decode=decode)
     return aioredis.Redis.from_url(url, decode_responses=decode, health_check_interval=0,
                                    socket_keepalive=True)
 
@@ -81,6 +86,7 @@ async def wait_for_redis(client: aioredis.Redis, url: str, wait_ns: int) -> None
     while True:
         try:
             await client.ping()
+            await resolve_master(client, url)  # Sentinel only: the lean RESP paths need the master's address
             return
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             if time.monotonic() >= deadline:
