@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from agents.base import TradingAgent
 from agents.config import AgentSettings
 from agents.serve import serve_agents
+from agents.sharding import is_sharded, serve_sharded
 from cache import DataCache
 from core.connection import ProcessSettings
 from core.errors import ConfigError
@@ -28,6 +29,8 @@ def agent_main(agent_cls: type[TradingAgent], argv: Sequence[str] | None = None)
         agent = agent_cls(config=config, data_cache=DataCache(namespace=process.namespace))
     except ConfigError as e:
         return config_failure(prog, e)
+    if is_sharded(agent):
+        return run_process(prog, process.log_level, lambda stop: serve_sharded(agent, process, stop))
     return run_process(prog, process.log_level, lambda stop: serve_agents([agent], process, stop))
 
 

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from agents.membership import parse_shard
 from core.errors import ConfigError
 from core.settings import build, check_name_setting, option, option_specs
 
@@ -26,15 +27,24 @@ class AgentSettings:
                                        help="cache fields whose updates trigger a run, e.g. fair_price,spread")
     max_quote_age_ns: int = option("0s", key="max_quote_age", duration=True,
                                    help="skip quotes older than this at run time (0: never)")
+    instruments_from: str = option("", help="serve the symbols in this Redis set instead of --instruments, "
+                                            "re-read while running, e.g. tf:symbols:wanted")
+    shard: str = option("", help="K/N: serve static shard K of N of the instruments; auto: share them "
+                                 "with the live processes of this agent name (leases in Redis)")
+    shard_lease_ns: int = option("2s", key="shard_lease", duration=True,
+                                 help="--shard auto: a dead member's symbols move after at most 5/4 of this")
 
     def __post_init__(self) -> None:
         if self.name:
             check_name_setting(self.name, "name")
         if self.agent_type == "periodic" and self.throttle_ns <= 0:
             raise ConfigError("setting 'throttle': a periodic agent needs a period > 0, e.g. 1s")
-        if self.agent_type == "event_driven" and not self.instruments:
+        parse_shard(self.shard)  # raises ConfigError for anything but '', 'auto' or K/N
+        if self.shard_lease_ns < 100_000_000:
+            raise ConfigError("setting 'shard_lease': must be at least 100ms, e.g. 2s")
+        if self.agent_type == "event_driven" and not self.instruments and not (self.shard or self.instruments_from):
             raise ConfigError("setting 'instruments' is empty: an event-driven agent needs symbols, "
-                              "e.g. --instruments AAPL,MSFT")
+                              "e.g. --instruments AAPL,MSFT (or --instruments-from KEY)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
 from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
 from core.clock import Clock, SystemClock
+from core.cluster import ShardedSubscription, is_cluster
 from core.codec import (
     Quote,
     RowCheck,
@@ -218,8 +219,10 @@ class AgentRuntime:
 
     # the hot path ------------------------------------------------------------
 
-    def _subscription(self) -> Subscription:
+    def _subscription(self) -> Subscription | ShardedSubscription:
         """The agent's own lean subscriber connection (core.resp), configured like the raw client."""
+        if is_cluster(self._raw_client):  # SSUBSCRIBE per master (core.cluster)
+            return ShardedSubscription(self._raw_client)
         return Subscription(Address.from_client(self._raw_client))
 
     async def _read(self) -> None:
@@ -325,6 +328,10 @@ class AgentRuntime:
         member of the wanted set once no live agent's heartbeat wants it.
         """
         if not self._wanted():
+            return
+        if is_cluster(self._client):  # redis-py refuses PUBLISH in a cluster pipeline; the set comes first
+            await self._client.sadd(self._keys.wanted_symbols(), *self.settings.instruments)
+            await self._client.publish(self._keys.symbols_control_channel(), ",".join(self.settings.instruments))
             return
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.sadd(self._keys.wanted_symbols(), *self.settings.instruments)

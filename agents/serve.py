@@ -11,11 +11,16 @@ from agents.runtime import AgentRuntime, run_agents
 from agents.trading import TradingClient
 from core.clock import Clock, SystemClock
 from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.errors import ConfigError
 
 
 async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings, stop: asyncio.Event,
                        clock: Clock | None = None) -> None:
     """Connect, run every agent until ``stop`` is set, then close the connections."""
+    for agent in agents:  # sharding restarts runtimes over a changing share: agents.sharding, one per process
+        if agent.settings.shard or agent.settings.instruments_from:
+            raise ConfigError(f"agent {agent.name!r}: 'shard' / 'instruments_from' need the agent in its own "
+                              "process (python -m agents.<module> --shard ...), not several agents in one")
     clock = clock or SystemClock()
     client = redis_client(settings.redis_spec)
     raw_client = redis_client(settings.redis_spec, decode=False)

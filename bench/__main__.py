@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import backtest, dashboard, intake, latency, orders, publish
+from bench import backtest, cluster, dashboard, ingest, intake, latency, orders, publish
 from bench.report import table
 from bench.server import redis_server
 
@@ -30,6 +30,8 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "orders": orders.run,
     "dashboard": dashboard.run,
     "backtest": backtest.run,
+    "ingest": ingest.run,
+    "cluster": cluster.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -27,6 +27,16 @@ def table(r: dict[str, Any]) -> str:
             round(p["project"] / p["raw_1000"], 2))
         row("  sim source -> Redis, quotes/s", _k(p["sim"]), "", _k(p["raw"]), "", p["sim_vs_raw"])
         row("  alpaca-py source -> Redis, q/s", _k(p["alpaca"]), "", _k(p["raw"]), "", p["alpaca_vs_raw"])
+    if "ingest" in r:
+        g = r["ingest"]
+        row("alpaca ingest: hub->Redis vs bare SDK", _k(g["hub"]), f"SDK {_k(g['sdk'])}", "", g["hub_vs_sdk"])
+        row("  per CPU second of the process", _k(g["hub_per_cpu_s"]), f"SDK {_k(g['sdk_per_cpu_s'])}", "",
+            g["hub_vs_sdk_cpu"])
+    if "cluster" in r:
+        c = r["cluster"]
+        row("hub publish: 3-master cluster vs 1 node", _k(c["cluster"]), f"node {_k(c['node'])}", "",
+            c["cluster_vs_node"])
+        row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from cache.memory import MemoryRedis
 from core.clock import Clock, SystemClock
+from core.cluster import NodeConnections, is_cluster, is_cluster_url, through_failover
 from core.codec import encode_cache_change
 from core.connection import redis_client, spec_from_env
 from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
@@ -38,6 +39,9 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 if ARGV[1] ~= '' then redis.call('PUBLISH', KEYS[2], ARGV[1]) end
 return 1
 """
+# On a Redis Cluster the change notice goes out on sharded pub/sub: the channel shares the
+# cache key's slot (hash tag), so the script stays on one node (see core.cluster).
+_UPDATE_LUA_SHARDED = _UPDATE_LUA.replace(b"'PUBLISH'", b"'SPUBLISH'")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 CacheValue = float | int | str
@@ -81,11 +85,12 @@ class DataCache:
     def __init__(self, redis_url: str | None = None, *, namespace: str = DEFAULT_NAMESPACE,
                  client: aioredis.Redis | None = None, clock: Clock | None = None) -> None:
         self.redis_url = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
-        self.keys = Keys(namespace)
+        self.keys = Keys(namespace, cluster=is_cluster_url(self.redis_url))
         self._client = client
         self._owns_client = client is None
         self._retired: list[aioredis.Redis] = []
         self._resp: RespConnection | None = None
+        self._nodes: NodeConnections | None = None
         self._writer_lock = asyncio.Lock()
         self._clock = clock or SystemClock()
 
@@ -127,11 +132,27 @@ class DataCache:
             if notify:
                 client.publish_now(self.keys.cache_changed_channel(instrument), notice)
             return ts_ns
-        writer = await self._writer()
-        await writer.send(command(b"EVAL", _UPDATE_LUA, b"2", self.keys.cache(instrument).encode(),
-                                  self.keys.cache_changed_channel(instrument).encode(), notice,
-                                  *(a.encode() for a in args)), 1)
+        key = self.keys.cache(instrument)
+        nodes = self._cluster_nodes()
+        script = _UPDATE_LUA_SHARDED if nodes is not None else _UPDATE_LUA
+        buf = command(b"EVAL", script, b"2", key.encode(), self.keys.cache_changed_channel(instrument).encode(),
+                      notice, *(a.encode() for a in args))
+        if nodes is None:
+            await (await self._writer()).send(buf, 1)
+        else:  # through a failover or slot move: the same atomic write, again, on the slot's new master
+            await through_failover(nodes, lambda: self._send_routed(nodes, key, buf))
         return ts_ns
+
+    async def _send_routed(self, nodes: NodeConnections, key: str, buf: bytes) -> None:
+        async with self._writer_lock:
+            writer = await nodes.for_name(key)
+        await writer.send(buf, 1)
+
+    def _cluster_nodes(self) -> NodeConnections | None:
+        """On a cluster, the per-master write connections (each key goes to its slot's master)."""
+        if self._nodes is None and is_cluster(self.client):
+            self._nodes = NodeConnections(self.client)
+        return self._nodes
 
     async def _writer(self) -> RespConnection:
         """The write connection, opened on first use (and again after it was lost)."""
@@ -171,6 +192,9 @@ class DataCache:
                 for field, text in raw.items() if not field.endswith(TS_SUFFIX)}
 
     def _close_writer(self) -> None:
+        if self._nodes is not None:
+            self._nodes.close()
+            self._nodes = None
         if self._resp is not None:
             self._resp.close()
             self._resp = None

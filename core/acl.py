@@ -75,6 +75,7 @@ def role_rules(role: str, keys: Keys) -> tuple[str, ...]:
                 *_read(k.wanted_symbols(), k.latest_quote("*"), k.agent("*")),  # agents' heartbeats: their demand
                 _selector(f"~{k.latest_quote('*')}", *market_channels, "+publish", "+hset", "+del"),
                 _selector(f"~{k.wanted_symbols()}", "+srem", "+sadd"),  # lapsed and bad demand
+                _selector(f"~{k.hub_leader('*')}", *_SCRIPTS, "+set", "+get", "+pexpire", "+del"),  # --leader-lock
                 _heartbeat(k.hub("*")))
     if role == "agent":
         return (*_BASE, *_SUBSCRIBE, *market_channels,
@@ -84,6 +85,8 @@ def role_rules(role: str, keys: Keys) -> tuple[str, ...]:
                           "+hset", "+hdel", "+del", "+publish"),
                 _selector(f"~{k.wanted_symbols()}", *_channels(k.symbols_control_channel()), "+sadd", "+publish"),
                 _selector(f"~{k.order_intents()}", "+xadd"),
+                _selector(f"~{k.agent_members('*')}", *_SCRIPTS, "+zadd", "+zrem", "+zrange",  # --shard auto
+                          "+zremrangebyscore", "+pexpire"),
                 _heartbeat(k.agent("*")))
     if role == "gateway":
         return (*_BASE, *_SUBSCRIBE, *market_channels, *_READ, *_read(k.latest_quote("*"), *risk),

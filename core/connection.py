@@ -19,9 +19,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.cluster import cluster_client, is_cluster_url, parse_cluster_url
 from core.errors import ConfigError, RedisUnavailableError
 from core.keys import Keys
 from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
+from core.sentinel import is_sentinel_url, parse_sentinel_url, resolve_master, sentinel_client
 from core.settings import check_name_setting, format_duration_ns, option
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ def redact_url(url: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1:***@", url)
 
 
-_PASSWORD_IN_URL = re.compile(r"^([a-z]+://[^:@/]*):[^@/]*@", re.IGNORECASE)
+_PASSWORD_IN_URL = re.compile(r"^([a-z+]+://[^:@/]*):[^@/]*@", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +55,10 @@ class ProcessSettings:
     redis_spec: RedisSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if is_cluster_url(self.redis_url):
+            parse_cluster_url(self.redis_url)  # its seeds, validated before any I/O like the rest
+        elif is_sentinel_url(self.redis_url):
+            parse_sentinel_url(self.redis_url)
         spec = parse_redis_url(self.redis_url)
         if self.redis_password_file:
             spec = spec.with_password(read_password_file(self.redis_password_file))
@@ -61,7 +67,7 @@ class ProcessSettings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.namespace)
+        return Keys(self.namespace, cluster=is_cluster_url(self.redis_url))
 
     @property
     def display_url(self) -> str:
@@ -83,8 +89,15 @@ class SpecRedis(aioredis.Redis):  # type: ignore[misc]  # redis-py is typed Any 
 
 
 def redis_client(target: str | RedisSpec, *, decode: bool = True) -> SpecRedis:
-    """An asyncio client for a spec (or a URL, parsed by core.redis_spec); no I/O until first use."""
+    """An asyncio client for a spec (or a URL, parsed by core.redis_spec); no I/O until first use.
+    A cluster spec gives a RedisCluster (core.cluster), a Sentinel spec the master's client."""
     spec = parse_redis_url(target) if isinstance(target, str) else target
+    if spec.topology == "cluster":
+        return cluster_client(spec.seed_url, decode=decode, password=spec.password)  # type: ignore[no-any-return]
+    if spec.topology == "sentinel":
+        # No .spec on this client: core.resp reads the master's address back from its pool, which
+        # wait_for_redis points at the current master (resolve_master), not at the first Sentinel.
+        return sentinel_client(spec.seed_url, decode=decode, password=spec.password)  # type: ignore[no-any-return]
     client = SpecRedis(decode_responses=decode, health_check_interval=0, socket_keepalive=True,
                        **spec.redis_py_kwargs())
     client.spec = spec
@@ -156,6 +169,8 @@ async def wait_for_redis(client: aioredis.Redis, url: str | RedisSpec, wait_ns: 
                 await attempt
             if announced:
                 log.info("Redis at %s is up", spec.display)
+            if spec.topology == "sentinel":  # the lean RESP paths need the current master's address
+                await resolve_master(client, spec.seed_url)
             return
         except (RedisError, OSError) as e:  # OSError covers TimeoutError
             if (fatal := _fatal(spec, e, deadline)) is not None:

@@ -29,7 +29,16 @@ name                                  type       contents
 ``tf:risk:order_bucket``               hash       order-rate token bucket (tokens, ts_us; expires)
 ``tf:risk:broker_bucket``              hash       broker request-rate token bucket (expires)
 ``tf:gateway:<NAME>``                 hash       gateway heartbeat (expires)
+``tf:members:<GROUP>``                zset       sharded agents' member ids, score = lease end (ms)
+``tf:leader:<NAME>``                  string     leader lock of a hub name (instance id, PX lease)
 ====================================  =========  ======================================
+
+On a Redis Cluster (``Keys(cluster=True)``, set from a ``redis+cluster://`` URL) per-instrument
+names carry the symbol as a hash tag (``tf:quote:{AAPL}``, ``tf:cache:{AAPL}``,
+``tf:md:quote:{AAPL}``) and execution names share one tag: ``tf:{orders}:intents``,
+``tf:{orders}:events``, ``tf:{orders}:open``, ``tf:{orders}:order:<ID>``, ``tf:{orders}:position:<SYM>``,
+``tf:{orders}:risk:halt`` and ``tf:{orders}:risk:reduce_only`` (read together with one MGET).
+Single-node names are unchanged.
 """
 
 from __future__ import annotations
@@ -53,6 +62,9 @@ class Keys:
     """Key and channel names under one namespace."""
 
     namespace: str = DEFAULT_NAMESPACE
+    #: On a Redis Cluster every per-instrument name carries a hash tag (``tf:cache:{AAPL}``), so one
+    #: instrument's keys and channels share a slot; single-node names stay as they were (``tf:cache:AAPL``).
+    cluster: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.namespace, "namespace")  # every key starts with it: core.names' rule
@@ -60,31 +72,41 @@ class Keys:
     def _name(self, *parts: str) -> str:
         return ":".join((self.namespace, *parts))
 
+    def _sym(self, symbol: str) -> str:
+        return f"{{{symbol}}}" if self.cluster else symbol
+
     # market data
     def quote_channel(self, symbol: str) -> str:
-        return self._name("md", "quote", symbol)
+        return self._name("md", "quote", self._sym(symbol))
 
     def quote_channel_pattern(self) -> str:
         return self._name("md", "quote", "*")
 
     def trade_channel(self, symbol: str) -> str:
-        return self._name("md", "trade", symbol)
+        return self._name("md", "trade", self._sym(symbol))
 
     def quote_prefix(self) -> str:
         return self._name("md", "quote", "")
 
     def latest_quote(self, symbol: str) -> str:
-        return self._name("quote", symbol)
+        return self._name("quote", self._sym(symbol))
 
     # derived state
     def cache(self, symbol: str) -> str:
-        return self._name("cache", symbol)
+        return self._name("cache", self._sym(symbol))
 
     def cache_pattern(self) -> str:
         return self._name("cache", "*")
 
+    def cache_prefix(self) -> str:
+        """``tf:cache:`` (before the symbol or its ``{tag}``; see :meth:`symbol_from`)."""
+        return self._name("cache", "")
+
+    def latest_quote_prefix(self) -> str:
+        return self._name("quote", "")
+
     def cache_changed_channel(self, symbol: str) -> str:
-        return self._name("cache", "changed", symbol)
+        return self._name("cache", "changed", self._sym(symbol))
 
     def cache_changed_prefix(self) -> str:
         return self._name("cache", "changed", "")
@@ -108,6 +130,13 @@ class Keys:
     def gateway_pattern(self) -> str:
         return self._name("gateway", "*")
 
+    # sharded agents and standby hubs
+    def agent_members(self, group: str) -> str:
+        return self._name("members", group)
+
+    def hub_leader(self, name: str) -> str:
+        return self._name("leader", name)
+
     # symbol demand
     def wanted_symbols(self) -> str:
         return self._name("symbols", "wanted")
@@ -115,39 +144,44 @@ class Keys:
     def symbols_control_channel(self) -> str:
         return self._name("ctl", "symbols")
 
-    # orders
+    # orders: on a cluster every execution name shares the ``{orders}`` slot, so the gateway's
+    # MULTI/EXEC over an order hash, the open set, the events stream and a position stays atomic
+    # (order flow is small next to market data: one master carries it easily)
+    def _orders(self, *parts: str) -> str:
+        return self._name("{orders}", *parts) if self.cluster else self._name(*parts)
+
     def order_intents(self) -> str:
-        return self._name("orders", "intents")
+        return self._name("{orders}", "intents") if self.cluster else self._name("orders", "intents")
 
     def operator_intents(self) -> str:
         return self._name("orders", "operator")
 
     def order_events(self) -> str:
-        return self._name("orders", "events")
+        return self._name("{orders}", "events") if self.cluster else self._name("orders", "events")
 
     def exec_channel(self) -> str:
         return self._name("md", "exec")
 
     def order(self, client_order_id: str) -> str:
-        return self._name("order", client_order_id)
+        return self._orders("order", client_order_id)
 
     def order_pattern(self) -> str:
-        return self._name("order", "*")
+        return self._orders("order", "*")
 
     def open_orders(self) -> str:
-        return self._name("orders", "open")
+        return self._name("{orders}", "open") if self.cluster else self._name("orders", "open")
 
     def position(self, symbol: str) -> str:
-        return self._name("position", symbol)
+        return self._orders("position", symbol)
 
     def position_pattern(self) -> str:
-        return self._name("position", "*")
+        return self._orders("position", "*")
 
     def risk_halt(self) -> str:
-        return self._name("risk", "halt")
+        return self._orders("risk", "halt")
 
     def risk_reduce_only(self) -> str:
-        return self._name("risk", "reduce_only")
+        return self._orders("risk", "reduce_only")
 
     def order_rate_bucket(self) -> str:
         return self._name("risk", "order_bucket")
@@ -157,4 +191,5 @@ class Keys:
 
     def symbol_from(self, key_or_channel: str, prefix: str) -> str:
         """The symbol at the end of a name built with one of the ``*_prefix`` methods."""
-        return key_or_channel[len(prefix) :]
+        symbol = key_or_channel[len(prefix) :]
+        return symbol[1:-1] if self.cluster and symbol.startswith("{") and symbol.endswith("}") else symbol

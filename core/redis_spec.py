@@ -68,6 +68,10 @@ class RedisSpec:
     ssl_cert_reqs: CertReqs = "required"
     ssl_check_hostname: bool = True
     connect_timeout_s: float = 5.0
+    #: ``cluster`` / ``sentinel``: the servers come from ``seed_url`` (several hosts; core.cluster,
+    #: core.sentinel build the clients), and host/port are its first seed.
+    topology: Literal["single", "cluster", "sentinel"] = "single"
+    seed_url: str = field(default="", repr=False)
 
     @property
     def tls(self) -> bool:
@@ -76,6 +80,8 @@ class RedisSpec:
     @property
     def display(self) -> str:
         """The URL without the password, for logs and errors."""
+        if self.topology != "single":
+            return redact_multi_host_url(self.seed_url)
         user = f"{self.username}:***@" if self.username and self.password else (
             f"{self.username}@" if self.username else (":***@" if self.password else ""))
         if self.path:
@@ -152,6 +158,8 @@ def parse_redis_url(url: str, *, setting: str = "redis_url") -> RedisSpec:
     except ValueError as e:
         raise ConfigError(f"setting '{setting}': not a valid Redis URL ({_scrub(str(e), url)}); {_EXAMPLE}") from None
     scheme = parts.scheme
+    if scheme in _MULTI_HOST:
+        return _multi_host_spec(url, scheme)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"setting '{setting}': scheme {scheme!r} is not redis://, rediss:// or unix://; {_EXAMPLE}")
     options = _query_options(parts.query, setting)
@@ -166,6 +174,32 @@ def parse_redis_url(url: str, *, setting: str = "redis_url") -> RedisSpec:
     if scheme == "unix" and not spec.path:
         raise ConfigError(f"setting '{setting}': a unix:// URL needs a socket path, e.g. unix:///run/redis.sock")
     return spec
+
+
+#: URL schemes of several servers: (topology, TLS). Their seeds are checked by core.cluster / core.sentinel.
+_MULTI_HOST: dict[str, tuple[Literal["cluster", "sentinel"], bool]] = {
+    "redis+cluster": ("cluster", False), "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True)}
+
+
+def _multi_host_spec(url: str, scheme: str) -> RedisSpec:
+    topology, tls = _MULTI_HOST[scheme]
+    userinfo, _, hosts = url.partition("://")[2].partition("/")[0].rpartition("@")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    first = hosts.split(",")[0]
+    host, _, port = first.rpartition(":")
+    return RedisSpec(scheme="rediss" if tls else "redis", host=host or "127.0.0.1",
+                     port=int(port) if port.isdigit() else 6379, username=unquote(username) or None,
+                     password=unquote(password) or None, topology=topology, seed_url=url)
+
+
+def redact_multi_host_url(url: str) -> str:
+    """A URL of several hosts with its password replaced (urlsplit cannot parse several hosts)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hosts}"
 
 
 def _query_options(query: str, setting: str) -> dict[str, str]:

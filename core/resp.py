@@ -38,7 +38,8 @@ Value = Any  # bytes | int | list[Value] | RespError | None
 MessageCallback = Callable[[bytes, bytes], None]
 
 _MESSAGE = b"message"
-_CONFIRMATIONS = (b"subscribe", b"unsubscribe")
+_SHARD_MESSAGE = b"smessage"  # sharded pub/sub on a Redis Cluster (core.cluster)
+_CONFIRMATIONS = (b"subscribe", b"unsubscribe", b"ssubscribe", b"sunsubscribe")
 
 
 class RespError(Exception):
@@ -65,6 +66,8 @@ class _Protocol(asyncio.Protocol):
         self.on_message: MessageCallback | None = None
         self.waiters: deque[list[Any]] = deque()  # [future, replies still due, first error]
         self.confirmations: asyncio.Queue[bytes] = asyncio.Queue()
+        #: Shard channels the server unsubscribed us from (their slot moved to another master, core.cluster).
+        self.dropped: asyncio.Queue[bytes] = asyncio.Queue()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # error replies come back as RespError values (not raised), so one bad command in a
         # pipeline does not lose the replies after it
@@ -79,7 +82,8 @@ class _Protocol(asyncio.Protocol):
         on_message = self.on_message
         try:
             while (value := reader.gets()) is not False:
-                if on_message is not None and type(value) is list and len(value) == 3 and value[0] == _MESSAGE:
+                if on_message is not None and type(value) is list and len(value) == 3 and (value[0] == _MESSAGE
+                                                                                         or value[0] == _SHARD_MESSAGE):
                     on_message(value[1], value[2])
                 else:
                     self._deliver(value)
@@ -87,10 +91,15 @@ class _Protocol(asyncio.Protocol):
             self._fail(e)
 
     def _deliver(self, value: Value) -> None:
+        if isinstance(value, list) and value and value[0] == b"sunsubscribe":  # never sent by us: slot moved
+            self.dropped.put_nowait(value[1])
+            return
         if isinstance(value, list) and value and value[0] in _CONFIRMATIONS:
             self.confirmations.put_nowait(value[1])
             return
         if not self.waiters:
+            if isinstance(value, RespError):  # a refused (S)SUBSCRIBE, e.g. MOVED: its caller is waiting
+                self.confirmations.put_nowait(value)  # type: ignore[arg-type]
             return  # a message before a callback was installed: nobody asked for it
         waiter = self.waiters[0]
         if isinstance(value, RespError) and waiter[2] is None:
@@ -194,6 +203,9 @@ class Subscription:
     in the buffer and delivered when ``listen`` starts, so none are lost.
     """
 
+    #: The subscribe command; core.cluster's shard subscription uses SSUBSCRIBE.
+    verb = b"SUBSCRIBE"
+
     def __init__(self, address: Address) -> None:
         self.address = address
         self._connection: RespConnection | None = None
@@ -206,7 +218,7 @@ class Subscription:
             self._connection.protocol.on_message = self._hold
         names = [c.encode() if isinstance(c, str) else c for c in channels]
         protocol = self._connection.protocol
-        protocol.transport.write(command(b"SUBSCRIBE", *names))  # type: ignore[union-attr]
+        protocol.transport.write(command(self.verb, *names))  # type: ignore[union-attr]
         for _ in names:
             getter = asyncio.ensure_future(protocol.confirmations.get())
             await asyncio.wait((getter, protocol.closed), return_when=asyncio.FIRST_COMPLETED)
@@ -214,6 +226,9 @@ class Subscription:
                 getter.cancel()
                 protocol.closed.result()  # raises RedisUnavailableError
                 raise RedisUnavailableError("the subscription closed before Redis confirmed it")
+            reply: object = getter.result()
+            if isinstance(reply, RespError):  # refused (on a cluster: MOVED, the caller retries)
+                raise reply
 
     def _hold(self, channel: bytes, data: bytes) -> None:
         self._held.append((channel, data))

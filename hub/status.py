@@ -32,24 +32,27 @@ class StatusSettings:
     json: bool = option(False, help="print one snapshot as JSON")
 
 
-async def _hashes(client: aioredis.Redis, pattern: str, prefix: str) -> dict[str, dict[str, str]]:
+async def _hashes(client: aioredis.Redis, pattern: str, prefix: str, names: Keys | None = None
+                  ) -> dict[str, dict[str, str]]:
+    """Hashes matching ``pattern`` by the name after ``prefix`` (a symbol without its cluster ``{tag}``)."""
     keys = sorted([k async for k in client.scan_iter(match=pattern, count=500)])
     async with client.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.hgetall(key)
         values = await pipe.execute()
-    return {key[len(prefix):]: value for key, value in zip(keys, values, strict=True) if value}
+    short = (lambda key: names.symbol_from(key, prefix)) if names else (lambda key: key[len(prefix):])
+    return {short(key): value for key, value in zip(keys, values, strict=True) if value}
 
 
 async def snapshot(client: aioredis.Redis, keys: Keys) -> dict[str, dict[str, dict[str, str]]]:
     """Everything the status tables show, as plain dicts."""
     changed = keys.cache_changed_prefix()
-    cache = await _hashes(client, keys.cache_pattern(), keys.cache(""))
+    cache = await _hashes(client, keys.cache_pattern(), keys.cache_prefix(), keys)
     return {
         "hubs": await _hashes(client, keys.hub_pattern(), keys.hub("")),
         "gateways": await _hashes(client, keys.gateway_pattern(), keys.gateway("")),
         "agents": await _hashes(client, keys.agent_pattern(), keys.agent("")),
-        "quotes": await _hashes(client, keys.latest_quote("*"), keys.latest_quote("")),
+        "quotes": await _hashes(client, keys.latest_quote("*"), keys.latest_quote_prefix(), keys),
         "cache": {k: v for k, v in cache.items() if not keys.cache(k).startswith(changed)},
     }
 
@@ -72,8 +75,8 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) ->
 
 
 def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
-    hubs = [(n, h.get("source", ""), h.get("connection", ""), h.get("rate_qps", ""), h.get("quotes", ""),
-             h.get("dropped", ""), h.get("symbols", "")) for n, h in state["hubs"].items()]
+    hubs = [(n, h.get("source", ""), h.get("role", "-"), h.get("connection", ""), h.get("rate_qps", ""),
+             h.get("quotes", ""), h.get("dropped", ""), h.get("symbols", "")) for n, h in state["hubs"].items()]
     gateways = [(n, g.get("broker", ""), g.get("state", ""), g.get("intents", ""), g.get("open_orders", ""),
                  g.get("rejected", "")) for n, g in state["gateways"].items()]
     agents = [(n, a.get("class", ""), a.get("agent_type", ""), a.get("runs", ""), a.get("errors", ""),
@@ -90,7 +93,7 @@ def render(state: dict[str, dict[str, dict[str, str]]], now_ns: int) -> str:
                            for k, v in sorted(cache.items()) if not k.endswith(CACHE_TS_SUFFIX))
         market.append((symbol, quote.get("bid", "-"), quote.get("ask", "-"), _age(quote.get("ts_ns"), now_ns), derived))
     return "\n".join([
-        _table("HUBS", ["name", "source", "connection", "quotes/s", "quotes", "dropped", "symbols"], hubs),
+        _table("HUBS", ["name", "source", "role", "connection", "quotes/s", "quotes", "dropped", "symbols"], hubs),
         _table("GATEWAYS", ["name", "broker", "state", "intents", "open", "rejected"], gateways),
         _table("AGENTS", ["name", "class", "type", "runs", "errors", "conflated", "bad", "lag_ms", "last run",
                           "pid@host"], agents),

@@ -21,7 +21,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["smoke"] is True
     assert result["dashboard"]["pushes_per_s"] > 0
-    for section in ("publish", "intake", "latency", "fanout", "overload", "orders", "dashboard"):
+    for section in ("publish", "intake", "latency", "fanout", "overload", "orders", "dashboard", "ingest", "cluster"):
         assert section in result, section
     for row in ("project", "bare", "raw", "sim", "alpaca"):
         assert result["publish"][row] > 0, row
@@ -36,5 +36,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     overload = result["overload"]
     assert overload["agent_rss_kb"]["peak"] > 0 and overload["hub_rss_kb"]["peak"] > 0
     assert overload["agent_alive"] is True
+    assert result["ingest"]["sdk"] > 0 and result["ingest"]["hub"] > 0
+    assert result["cluster"]["cluster"] > 0 and result["cluster"]["failover_recovery_s"] > 0
     assert result["orders"]["ack"]["n"] > 0 and result["orders"]["intents_per_s"] > 0
     assert str(out) in done.stdout and "hub publish" in done.stdout

@@ -101,16 +101,17 @@ class Gateway:
         coids = [i.client_order_id for i in batch]
         symbols = sorted({i.symbol for i in batch if i.symbol})
         pipe = self._client.pipeline(transaction=False)
-        pipe.mget(self._keys.risk_halt(), self._keys.risk_reduce_only())
+        pipe.get(self._keys.risk_halt())  # two GETs, not MGET: redis-py refuses MGET in a cluster pipeline
+        pipe.get(self._keys.risk_reduce_only())
         for coid in coids:
             pipe.exists(self._keys.order(coid))
         for symbol in symbols:
             pipe.hmget(self._keys.latest_quote(symbol), "bid", "ask")
         results = await pipe.execute()
-        self._apply_state(*results[0])
-        exists = results[1:1 + len(coids)]
+        self._apply_state(results[0], results[1])
+        exists = results[2:2 + len(coids)]
         self._absent = {c for c, e in zip(coids, exists, strict=True) if c and not e and c not in self._store.open}
-        self._touches = {s: _touch(r) for s, r in zip(symbols, results[1 + len(coids):], strict=True)}
+        self._touches = {s: _touch(r) for s, r in zip(symbols, results[2 + len(coids):], strict=True)}
 
     async def finish(self) -> None:
         """After a batch: order-rate tokens reserved for it and not used go back to the bucket."""

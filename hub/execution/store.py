@@ -191,25 +191,37 @@ class OrderStore:
                       position: Position | None = None) -> None:
         keys = self._keys
         pipe = self._client.pipeline(transaction=True)
+        notices: list[str] = []
         for order, event in changes:
             pipe.hset(keys.order(order.client_order_id), mapping=order.to_fields())
             if order.is_open:
                 pipe.sadd(keys.open_orders(), order.client_order_id)
             else:
                 pipe.srem(keys.open_orders(), order.client_order_id)
-            payload = {**order.to_fields(), "event": event, "reason": reason or order.reject_reason}
-            if fill is not None:
-                payload.update(fill_qty=fmt(fill.qty), fill_price=fmt(fill.price), fee=fmt(fill.fee))
-            if position is not None:
-                payload["position_qty"] = fmt(position.qty)
+            payload = _event_payload(order, event, reason, fill, position)
             pipe.xadd(keys.order_events(), payload, maxlen=EVENTS_MAXLEN, approximate=True)
-            pipe.publish(keys.exec_channel(), json.dumps(payload, separators=(",", ":")))
+            notices.append(json.dumps(payload, separators=(",", ":")))
+            if not keys.cluster:
+                pipe.publish(keys.exec_channel(), notices[-1])
         if position is not None:
             pipe.hset(keys.position(position.symbol), mapping=position.to_fields())
         await pipe.execute()
+        if keys.cluster:  # redis-py refuses PUBLISH in a cluster MULTI; the events stream is the record
+            for notice in notices:
+                await self._client.publish(keys.exec_channel(), notice)
         # Only after Redis has it: the mirror never runs ahead of what a restart would load.
         for order, _ in changes:
             self._index(order)
         if position is not None:
             self.positions[position.symbol] = position
         self.events_written += len(changes)
+
+
+def _event_payload(order: Order, event: str, reason: str, fill: Fill | None,
+                   position: Position | None) -> dict[str, str]:
+    payload = {**order.to_fields(), "event": event, "reason": reason or order.reject_reason}
+    if fill is not None:
+        payload.update(fill_qty=fmt(fill.qty), fill_price=fmt(fill.price), fee=fmt(fill.fee))
+    if position is not None:
+        payload["position_qty"] = fmt(position.qty)
+    return payload

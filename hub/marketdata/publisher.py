@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from core.cluster import NodeConnections, is_cluster, through_failover
 from core.codec import QuoteRow, encode_quote_rows
 from core.keys import Keys
 from core.resp import Address, RespConnection
@@ -49,7 +50,10 @@ class Publisher:
     def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
-        self._address = Address.from_client(client)
+        # on a Redis Cluster: one connection per master, each symbol's commands to its slot's master
+        self._nodes = NodeConnections(client) if is_cluster(client) else None
+        self._publish_verb = b"SPUBLISH" if self._nodes is not None else b"PUBLISH"
+        self._address = Address() if self._nodes is not None else Address.from_client(client)
         self._connection: RespConnection | None = None
         self._running = False
         self._pending: dict[str, list[QuoteRow]] = {}
@@ -87,13 +91,17 @@ class Publisher:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+            if self._nodes is not None:
+                self._nodes.close()
 
     async def flush(self) -> None:
         self._wake.clear()
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
-        if self._running:
+        if self._nodes is not None:
+            await self._send_to_nodes(self._nodes, batch)
+        elif self._running:
             connection = self._connection or await self._connect()
             await connection.send(self._encode(batch), 2 * len(batch))
         else:  # a one-off flush (tools, tests): no connection is left open behind it
@@ -110,6 +118,31 @@ class Publisher:
         self.stats.flushes += 1
         for listener in self.listeners:
             listener(batch)
+
+    async def _send_to_nodes(self, nodes: NodeConnections, batch: dict[str, list[QuoteRow]]) -> None:
+        """Cluster mode: each master gets its own symbols' SPUBLISH+HSET buffer, all in flight at once.
+
+        Through a failover or a slot move, only the symbols whose master failed are sent again, once
+        the slot map is fresh; agents on the healthy masters see nothing twice."""
+        unsent = dict(batch)
+
+        async def send() -> None:
+            groups = list((await nodes.group(unsent, self._keys.latest_quote)).items())
+            results = await asyncio.gather(*(self._send_group(connection, symbols, unsent)
+                                             for connection, symbols in groups), return_exceptions=True)
+            for (_, symbols), result in zip(groups, results, strict=True):
+                if result is None:
+                    for symbol in symbols:
+                        del unsent[symbol]
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+
+        await through_failover(nodes, send)
+
+    async def _send_group(self, connection: RespConnection, symbols: list[str],
+                          batch: dict[str, list[QuoteRow]]) -> None:
+        await connection.send(self._encode({s: batch[s] for s in symbols}), 2 * len(symbols))
 
     def _encode(self, batch: dict[str, list[QuoteRow]]) -> bytes:
         """Per symbol, PUBLISH of the batch and HSET of the latest quote, as one RESP buffer."""
@@ -131,8 +164,9 @@ class Publisher:
         channel = self._keys.quote_channel(symbol).encode()
         key = self._keys.latest_quote(symbol).encode()
         # names go into %-templates: escape their '%' after measuring their real length
-        publish = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel), channel.replace(b"%", b"%%")) + \
-            b"$%d\r\n%s\r\n"
+        verb = self._publish_verb
+        publish = b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(verb), verb, len(channel), channel.replace(b"%", b"%%")) \
+            + b"$%d\r\n%s\r\n"
         hset = b"*14\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (len(key), key.replace(b"%", b"%%")) + b"".join(
             b"$%d\r\n%s\r\n" % (len(name), name) + b"$%d\r\n%s\r\n"
             for name in (b"bid", b"bid_size", b"ask", b"ask_size", b"ts_ns", b"ts_recv_ns"))

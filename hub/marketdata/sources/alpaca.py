@@ -7,7 +7,8 @@ The quote handler is one plain function call into ``Publisher.add_quote`` (no
 await, no Redis per quote); the publisher batches and pipelines.
 
 Per quote, Alpaca's msgpack Timestamp ``t`` becomes ``ts_event_ns`` (all nine
-digits) and the hub's wall clock at receipt ``ts_recv_ns``.
+digits, decoded by msgpack's C unpacker) and the hub's wall clock when the
+frame arrived ``ts_recv_ns`` (one reading per frame: its quotes arrived together).
 
 Failures:
 
@@ -50,6 +51,7 @@ from hub.marketdata.sources.alpaca_errors import (
     error_from_frame,
     provider_error,
 )
+from hub.marketdata.sources.alpaca_frames import AlpacaQuote, timestamp_ns
 from hub.marketdata.sources.alpaca_settings import AlpacaSettings, us_market_open
 from hub.marketdata.sources.alpaca_stream import (
     abort_stream,
@@ -155,7 +157,7 @@ class AlpacaSource:
 
     # one connection
     async def _session(self, stop: asyncio.Event) -> None:
-        stream = make_stream(self._settings, self._on_control, self._take_quote)
+        stream = make_stream(self._settings, self._on_control, self._take_frame, self._take_quotes)
         add_quote_handlers(stream, self._on_quote, self._symbols)
         self._state = "connecting"
         try:
@@ -222,19 +224,50 @@ class AlpacaSource:
 
     # handlers called by the SDK's receive loop
     async def _on_quote(self, msg: dict[str, Any]) -> None:
-        """The handler registered with the SDK (which wants a coroutine function)."""
-        self._take_quote(msg)
+        """The handler registered with the SDK (it builds subscriptions from it); frames come via _take_frame."""
+        self._take_frame([msg], time.time_ns())
 
-    def _take_quote(self, msg: dict[str, Any]) -> None:
-        """Hot path: one synchronous add_quote per quote; the publisher batches to Redis."""
-        recv_ns = time.time_ns()
+    def _take_frame(self, msgs: Any, recv_ns: int) -> list[dict[str, Any]]:
+        """Hot path: every quote of one frame into the publisher; the other messages are returned."""
         self._last_msg_ns = recv_ns
+        others = []
+        take = self._take_quote
+        for msg in msgs:  # not a list of dicts: TypeError/AttributeError, counted as a malformed frame
+            if msg.get("T") == "q":
+                take(msg, recv_ns)
+            else:
+                others.append(msg)
+        return others
+
+    def _take_quotes(self, quotes: list[AlpacaQuote], recv_ns: int) -> None:
+        """Hottest path: a frame of quotes decoded by alpaca_frames; one add_quote each."""
+        self._last_msg_ns = recv_ns
+        add = self._publisher.add_quote  # type: ignore[union-attr]
+        taken = 0
+        for q in quotes:
+            bid, bid_size, ask, ask_size = q.bp, q.bs, q.ap, q.as_
+            try:
+                if not (0.0 <= bid < INF and 0.0 <= ask < INF and 0.0 <= bid_size < INF and 0.0 <= ask_size < INF):
+                    raise ValueError("price or size negative or not finite")
+                add(q.S, timestamp_ns(q.t), bid, bid_size, ask, ask_size, recv_ns)
+            except ValueError as e:
+                self.stats.malformed += 1
+                self._rlog.warning("bad_quote", "skipped a malformed quote (%s: %s)", type(e).__name__, e)
+                continue
+            taken += 1
+        self.stats.received += taken
+
+    def _take_quote(self, msg: dict[str, Any], recv_ns: int) -> None:
+        """One synchronous add_quote; the publisher batches to Redis."""
         try:
             bid, bid_size, ask, ask_size = float(msg["bp"]), float(msg["bs"]), float(msg["ap"]), float(msg["as"])
+            ts_ns = msg["t"]
+            if type(ts_ns) is not int:
+                raise TypeError(f"timestamp {ts_ns!r} is not a msgpack Timestamp")
             if not (0.0 <= bid < INF and 0.0 <= ask < INF and 0.0 <= bid_size < INF and 0.0 <= ask_size < INF):
                 raise ValueError("price or size negative or not finite")
-            self._publisher.add_quote(msg["S"], msg["t"].to_unix_nano(), bid, bid_size,  # type: ignore[union-attr]
-                                      ask, ask_size, recv_ns)
+            self._publisher.add_quote(msg["S"], ts_ns, bid, bid_size, ask, ask_size,  # type: ignore[union-attr]
+                                      recv_ns)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             self.stats.malformed += 1
             self._rlog.warning("bad_quote", "skipped a malformed quote (%s: %s)", type(e).__name__, e)

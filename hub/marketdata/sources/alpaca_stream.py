@@ -7,15 +7,20 @@ the hub's uvloop loop and supervise them ourselves:
 
 - ``_connect`` (websocket, headers, the ``connected`` greeting) and
   ``_send_subscribe_msg`` / ``close`` are the SDK's;
-- ``_consume`` is the SDK's receive loop, with raw_data=True and our quote
-  handler registered through ``subscribe_quotes``;
+- ``_consume``, the SDK's receive loop, is replaced (:meth:`_HubStreamMixin._consume`):
+  profiling the hub at full speed (py-spy, 100 quotes per frame, see
+  docs/scaling.md) put 38% of its time in the SDK's ``msgpack.unpackb`` line,
+  most of it building one Python ``msgpack.Timestamp`` per quote, and 19% in
+  its per-message ``await self._dispatch(msg)``. Ours decodes a frame of
+  quotes with msgspec into typed structs (:mod:`.alpaca_frames`) and hands the
+  whole frame to one synchronous hub call with one receive time; any other
+  frame is unpacked as the SDK does (``timestamp=2``: int nanoseconds from C)
+  and only its non-quote messages go through ``_dispatch``, one await each;
 - ``_auth`` is replaced (:meth:`_HubStreamMixin._auth`) only to keep Alpaca's
   error *code*, which the SDK folds into a ValueError message;
 - ``_dispatch`` is extended to hand ``error`` and ``subscription`` frames to
-  the hub (the SDK would only log them) and quotes straight to the hub's
-  synchronous handler (the SDK's per-message handler lookup, cast and
-  coroutine cost more than the handler itself); everything else goes to the
-  SDK. Quote handlers are still registered through ``subscribe_quotes``, which
+  the hub (the SDK would only log them); everything else goes to the SDK.
+  Quote handlers are still registered through ``subscribe_quotes``, which
   is what the SDK builds its subscribe messages from.
 
 We never call ``run()``/``_run_forever`` and never set ``_running``, so the
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -35,8 +41,9 @@ from typing import Any, cast
 import msgpack
 from websockets.exceptions import WebSocketException
 
-from core.errors import ConfigError
+from core.errors import ConfigError, SourceError
 from hub.marketdata.sources.alpaca_errors import error_from_frame
+from hub.marketdata.sources.alpaca_frames import AlpacaQuote, NotAQuoteFrame, decode_quote_frame
 from hub.marketdata.sources.alpaca_settings import AlpacaSettings
 
 with warnings.catch_warnings():
@@ -50,6 +57,12 @@ log = logging.getLogger(__name__)
 
 QuoteHandler = Callable[[dict[str, Any]], Awaitable[None]]
 ControlHandler = Callable[[dict[str, Any]], None]
+#: Takes one generically decoded frame and its receive time (ns); returns the messages that are not quotes.
+FrameHandler = Callable[[Any, int], list[dict[str, Any]]]
+#: Takes one frame of quotes (decoded by alpaca_frames) and its receive time (ns).
+QuotesHandler = Callable[[list[AlpacaQuote], int], None]
+#: Like the SDK's: how long one recv waits before the stop queue is looked at again.
+RECV_TIMEOUT_S = 5.0
 
 #: Websocket keepalive: a peer that stops answering pings is dropped after interval + timeout.
 WEBSOCKET_PARAMS = {"ping_interval": 10, "ping_timeout": 20, "max_queue": 1024, "close_timeout": 2}
@@ -61,8 +74,10 @@ class _HubStreamMixin:
     """Overrides shared by the stock and crypto streams; ``on_control`` is set by the source."""
 
     on_control: ControlHandler
-    on_quote: Callable[[dict[str, Any]], None]
+    on_frame: FrameHandler
+    on_quotes: QuotesHandler
     _ws: Any
+    _stop_stream_queue: Any
     _api_key: str
     _secret_key: str
 
@@ -74,11 +89,29 @@ class _HubStreamMixin:
             return
         raise error_from_frame(first)
 
+    async def _consume(self) -> bool:
+        """The SDK's receive loop without its per-quote costs; returns False when asked to stop."""
+        ws, stop_queue, on_quotes = self._ws, self._stop_stream_queue, self.on_quotes
+        while True:
+            if not stop_queue.empty():
+                stop_queue.get_nowait()
+                await self.close()  # type: ignore[attr-defined]
+                return False
+            try:
+                raw = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT_S)
+            except TimeoutError:
+                continue  # recv can hang on a quiet stream; look at the stop queue again
+            recv_ns = time.time_ns()
+            try:
+                quotes = decode_quote_frame(raw)
+            except NotAQuoteFrame:
+                for msg in self.on_frame(msgpack.unpackb(raw, timestamp=2), recv_ns):
+                    await self._dispatch(msg)
+                continue
+            on_quotes(quotes, recv_ns)
+
     async def _dispatch(self, msg: dict[str, Any]) -> None:
         kind = msg.get("T")
-        if kind == "q":  # hot path: straight to the hub's synchronous handler
-            self.on_quote(msg)
-            return
         if kind in ("error", "subscription", "success"):
             self.on_control(msg)
             return
@@ -102,8 +135,8 @@ def check_sdk() -> None:
                           "version (pip install alpaca-py==0.44.0)")
 
 
-def make_stream(settings: AlpacaSettings, on_control: ControlHandler,
-                on_quote: Callable[[dict[str, Any]], None]) -> StockDataStream | CryptoDataStream:
+def make_stream(settings: AlpacaSettings, on_control: ControlHandler, on_frame: FrameHandler,
+                on_quotes: QuotesHandler) -> StockDataStream | CryptoDataStream:
     """A fresh SDK stream object for one connection."""
     stream: StockDataStream | CryptoDataStream
     if settings.asset_class == "crypto":
@@ -120,14 +153,17 @@ def make_stream(settings: AlpacaSettings, on_control: ControlHandler,
         stream = HubStockStream(settings.api_key, settings.api_secret, raw_data=True, feed=feed,
                                 url_override=settings.stream_url, websocket_params=dict(WEBSOCKET_PARAMS))
     stream.on_control = on_control
-    stream.on_quote = on_quote
+    stream.on_frame = on_frame
+    stream.on_quotes = on_quotes
     return stream
 
 
 def add_quote_handlers(stream: StockDataStream | CryptoDataStream, handler: QuoteHandler,
                        symbols: tuple[str, ...]) -> None:
     """Register ``handler`` for ``symbols``; with ``_running`` false this is a plain dict update."""
-    assert not stream._running, "the hub drives the stream itself; _running must stay False"
+    if stream._running:  # the SDK would block on run_coroutine_threadsafe(...).result() in our own loop
+        raise SourceError("alpaca-py's stream reports _running; the hub drives the stream itself and "
+                          "never calls run(); is another caller using this stream object?")
     stream.subscribe_quotes(cast(Any, handler), *symbols)
 
 

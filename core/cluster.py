@@ -1,0 +1,340 @@
+"""Redis Cluster: URLs, the redis-py cluster client, slot routing for the lean RESP paths, sharded pub/sub.
+
+URL: ``redis+cluster://[user:password@]host:port[,host:port...]/`` (``rediss+cluster://`` for TLS).
+The hosts are seed nodes; redis-py's :class:`~redis.asyncio.cluster.RedisCluster`
+discovers the rest (``startup_nodes``, as in redis-py). A cluster has no
+database number, so the path must be empty or ``/`` (or ``/0``).
+
+On a cluster, every per-instrument name carries a hash tag (``tf:cache:{AAPL}``,
+see :class:`core.keys.Keys`), so all keys and the channels of one instrument
+live in one slot: the cache's EVAL and the quote PUBLISH+HSET stay single-node.
+Market data then goes over sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``), so
+each master carries only its own slots' fan-out. Control channels (symbol
+demand) stay classic pub/sub, which a cluster broadcasts to every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import ConfigError, RedisUnavailableError
+from core.resp import Address, RespConnection, RespError, Subscription
+
+log = logging.getLogger(__name__)
+
+#: How long a lean-path operation keeps retrying through a failover or a slot move before it gives up
+#: (RedisUnavailableError, exit 69). Redis promotes a replica after cluster-node-timeout plus an election.
+FAILOVER_WAIT_S = 30.0
+#: Error replies after which a refreshed slot map (or a little patience) makes the command succeed.
+_RETRYABLE_REPLIES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN")
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in CLUSTER_SCHEMES
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterURL:
+    seeds: tuple[tuple[str, int], ...]
+    tls: bool
+    username: str | None = dataclasses.field(default=None, repr=False)
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Seeds and credentials of a ``redis+cluster://`` URL; ConfigError naming the problem."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    seeds = []
+    for item in filter(None, hosts.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"setting 'redis_url': cluster seed {item!r} is not host:port, "
+                              "e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000/")
+        seeds.append((host, int(port)))
+    if not seeds:
+        raise ConfigError("setting 'redis_url': a cluster URL needs at least one seed host:port")
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError("setting 'redis_url': a Redis Cluster has only database 0; drop the path")
+    return ClusterURL(tuple(seeds), parts.scheme == "rediss+cluster", unquote(username) or None,
+                      unquote(password) or None)
+
+
+class _DiscoveringPubSub(ClusterPubSub):  # type: ignore[misc]
+    """redis-py 8.1's cluster pub/sub looks the channel's slot up without discovering the cluster first."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.cluster.nodes_manager.slots_cache:
+            await self.cluster.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+class Cluster(RedisCluster):  # type: ignore[misc]
+    """RedisCluster whose ``pubsub()`` works as a first command (the hub's demand listener)."""
+
+    def pubsub(self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
+               **kwargs: Any) -> ClusterPubSub:
+        return _DiscoveringPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
+def cluster_client(url: str, *, decode: bool = True, password: str | None = None) -> RedisCluster:
+    """redis-py's asyncio cluster client; no I/O until first use. ``password`` (from a password
+    file) overrides the URL's."""
+    spec = parse_cluster_url(url)
+    # redis-py's default (3 quick retries) gives up before Redis has promoted a replica; this backoff
+    # keeps retrying, re-reading the slot map each time, for about FAILOVER_WAIT_S.
+    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=int(FAILOVER_WAIT_S))
+    return Cluster(startup_nodes=[ClusterNode(host, port) for host, port in spec.seeds], decode_responses=decode,
+                   ssl=spec.tls, username=spec.username, password=password or spec.password, socket_keepalive=True,
+                   retry=retry)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def slot_of(name: str | bytes) -> int:
+    return int(key_slot(name.encode() if isinstance(name, str) else name))
+
+
+async def node_address(client: RedisCluster, name: str | bytes) -> Address:
+    """The master serving ``name``'s slot, as an Address for core.resp (credentials from the client)."""
+    if not client.nodes_manager.default_node:
+        await client.initialize()
+    node = client.nodes_manager.get_node_from_slot(slot_of(name))
+    kwargs = client.nodes_manager.connection_kwargs
+    return Address(scheme="rediss" if kwargs.get("ssl") else "redis", host=node.host, port=int(node.port),
+                   username=kwargs.get("username"), password=kwargs.get("password"),
+                   ssl_ca_certs=kwargs.get("ssl_ca_certs"), ssl_certfile=kwargs.get("ssl_certfile"),
+                   ssl_keyfile=kwargs.get("ssl_keyfile"))
+
+
+class NodeConnections:
+    """One lean RESP connection per master, opened on first use; ``for_name`` routes by slot.
+
+    The route of each name is remembered until the next :meth:`refresh` (a failover or MOVED), so the
+    hot path costs one dict lookup per symbol.
+    """
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._open: dict[tuple[str, int], RespConnection] = {}
+        self._routes: dict[str | bytes, RespConnection] = {}
+
+    async def for_name(self, name: str | bytes) -> RespConnection:
+        connection = self._routes.get(name)
+        if connection is not None and not connection.protocol.closed.done():
+            return connection
+        address = await node_address(self._client, name)
+        key = (address.host, address.port)
+        connection = self._open.get(key)
+        if connection is None or connection.protocol.closed.done():
+            connection = self._open[key] = await RespConnection.open(address)
+        self._routes[name] = connection
+        return connection
+
+    async def group(self, names: Iterable[str], name_of: Callable[[str], str]) -> dict[RespConnection, list[str]]:
+        """Items grouped by the connection of the master that serves ``name_of(item)``."""
+        groups: dict[RespConnection, list[str]] = {}
+        routes = self._routes
+        for item in names:
+            name = name_of(item)
+            connection = routes.get(name)
+            if connection is None or connection.protocol.closed.done():
+                connection = await self.for_name(name)
+            groups.setdefault(connection, []).append(item)
+        return groups
+
+    def close(self) -> None:
+        for connection in self._open.values():
+            connection.close()
+        self._open.clear()
+        self._routes.clear()
+
+    async def refresh(self) -> None:
+        """Drop every connection and re-read the slot map (after a failover or a slot move)."""
+        self.close()
+        await refresh_slots(self._client)
+
+
+async def refresh_slots(client: RedisCluster) -> None:
+    try:
+        await client.nodes_manager.initialize()
+    except Exception as e:  # every seed may be down for a moment; the caller's retry loop decides
+        log.debug("cluster slot refresh failed: %s", e)
+
+
+def retryable(error: BaseException) -> bool:
+    """A lost master, a MOVED/CLUSTERDOWN-like reply, or redis-py finding a slot uncovered mid-failover."""
+    if isinstance(error, RespError):
+        return str(error).startswith(_RETRYABLE_REPLIES)
+    return isinstance(error, (RedisUnavailableError, OSError, RedisConnectionError, RedisTimeoutError,
+                              RedisClusterException))
+
+
+async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[Any]],
+                           wait_s: float = FAILOVER_WAIT_S) -> Any:
+    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map and retry, with backoff."""
+    deadline = time.monotonic() + wait_s
+    delay_s = 0.05
+    while True:
+        try:
+            return await op()
+        except Exception as e:
+            if not retryable(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise RedisUnavailableError(f"the cluster did not recover within {wait_s:.0f}s: {e}") from e
+            log.warning("cluster: %s; refreshing the slot map and retrying", e)
+        await asyncio.sleep(delay_s * (0.5 + random.random()))
+        delay_s = min(delay_s * 2, 1.0)
+        await nodes.refresh()
+
+
+class ShardSubscription(Subscription):
+    """SSUBSCRIBE on one master (its messages arrive as ``smessage``); remembers its channels."""
+
+    verb = b"SSUBSCRIBE"
+
+    def __init__(self, address: Address) -> None:
+        super().__init__(address)
+        self.channels: list[str | bytes] = []
+
+    async def subscribe(self, *channels: str | bytes) -> None:
+        await super().subscribe(*channels)
+        self.channels.extend(channels)
+
+    async def next_dropped(self) -> bytes:
+        """The next channel Redis unsubscribed us from because its slot moved (SUNSUBSCRIBE push)."""
+        if self._connection is None:
+            await asyncio.Event().wait()
+        channel = await self._connection.protocol.dropped.get()  # type: ignore[union-attr]
+        self.channels = [c for c in self.channels if (c.encode() if isinstance(c, str) else c) != channel]
+        return channel
+
+
+class ShardedSubscription:
+    """The agent's subscription on a cluster: one SSUBSCRIBE connection per master holding its channels.
+
+    Same surface as :class:`core.resp.Subscription` (``subscribe``, ``listen``, ``aclose``). When a
+    master goes away (failover) or its slots move, its channels are subscribed again on whichever
+    masters now serve them, within FAILOVER_WAIT_S; messages published in between are gone
+    (pub/sub is latest-wins; the next quote refills the slot).
+    """
+
+    def __init__(self, client: RedisCluster) -> None:
+        self._client = client
+        self._by_node: dict[tuple[str, int], ShardSubscription] = {}
+        self._nodes = NodeConnections(client)  # only for its refresh/backoff loop
+        self.resubscribed = 0
+
+    async def subscribe(self, *channels: str | bytes) -> list[ShardSubscription]:
+        """Subscribe each channel on its slot's master; returns the subscriptions that are new."""
+        new: list[ShardSubscription] = []
+        for channel in channels:
+            address = await node_address(self._client, channel)
+            node = (address.host, address.port)
+            sub = self._by_node.get(node)
+            if sub is None:
+                sub = self._by_node[node] = ShardSubscription(address)
+                new.append(sub)
+            try:
+                await sub.subscribe(channel)
+            except BaseException:
+                if not sub.channels:  # never got a channel (e.g. its node is the one that died): forget it
+                    self._by_node.pop(node, None)
+                    await sub.aclose()
+                raise
+        return new
+
+    async def listen(self, callback: Callable[[bytes, bytes], None]) -> None:
+        """Deliver until closed; a lost master's channels move to their new masters (or raise after the wait),
+        and so does a channel whose slot was migrated (Redis then sends us SUNSUBSCRIBE for it)."""
+        if not self._by_node:
+            raise RuntimeError("subscribe() before listen()")
+        tasks: dict[asyncio.Future[Any], tuple[str, ShardSubscription]] = {}
+
+        def watch(sub: ShardSubscription) -> None:
+            tasks[asyncio.ensure_future(sub.listen(callback))] = ("listen", sub)
+            tasks[asyncio.ensure_future(sub.next_dropped())] = ("dropped", sub)
+
+        for sub in self._by_node.values():
+            watch(sub)
+        try:
+            while tasks:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    for sub in await self._after(task, *tasks.pop(task), tasks):
+                        watch(sub)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _after(self, task: asyncio.Future[Any], kind: str, sub: ShardSubscription,
+                     tasks: dict[asyncio.Future[Any], tuple[str, ShardSubscription]]) -> list[ShardSubscription]:
+        """The new subscriptions to watch after ``task`` (a listener or a dropped-channel watcher) ended."""
+        if task.cancelled():
+            return []
+        if kind == "dropped":
+            tasks[asyncio.ensure_future(sub.next_dropped())] = ("dropped", sub)
+            return await self._reroute([task.result()])
+        if task.exception() is None:
+            return []  # closed by aclose()
+        if not retryable(task.exception()):  # type: ignore[arg-type]
+            raise task.exception()  # type: ignore[misc]
+        for other, (_, owner) in list(tasks.items()):
+            if owner is sub:  # its dropped-channel watcher goes with it
+                other.cancel()
+                del tasks[other]
+        return await self._move(sub)
+
+    async def _reroute(self, channels: list[str | bytes]) -> list[ShardSubscription]:
+        log.info("cluster: %d shard channel(s) moved with their slot; subscribing on the new master", len(channels))
+        before = set(map(id, self._by_node.values()))
+
+        async def again() -> None:
+            await refresh_slots(self._client)
+            await self.subscribe(*channels)
+
+        await through_failover(self._nodes, again)
+        return [sub for sub in self._by_node.values() if id(sub) not in before]
+
+    async def _move(self, lost: ShardSubscription) -> list[ShardSubscription]:
+        self._by_node = {k: v for k, v in self._by_node.items() if v is not lost}
+        await lost.aclose()
+        log.warning("cluster: lost the shard subscription on %s; moving %d channels", lost.address.describe(),
+                    len(lost.channels))
+
+        before = set(map(id, self._by_node.values()))
+
+        async def again() -> None:
+            await refresh_slots(self._client)
+            await self.subscribe(*lost.channels)
+
+        await through_failover(self._nodes, again)
+        self.resubscribed += 1
+        # subscriptions made by any attempt, also one that failed half-way, need their listener
+        return [sub for sub in self._by_node.values() if id(sub) not in before]
+
+    async def aclose(self) -> None:
+        for sub in self._by_node.values():
+            await sub.aclose()
