@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import redis.asyncio as aioredis
 
 from core.clock import Clock
+from core.cluster import FAILOVER_WAIT_S, is_cluster, retryable
 from core.errors import DuplicateInstanceError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+FAILOVER_WAIT_NS = int(FAILOVER_WAIT_S * 1e9)
 
 
 class Heartbeat:
@@ -115,8 +119,20 @@ class Heartbeat:
     async def run(self, stop: asyncio.Event) -> None:
         """Beat every interval until ``stop`` is set."""
         next_ns = self._clock.monotonic_ns()
+        failing_since_ns: int | None = None
         while not stop.is_set():
-            await self.beat()
+            try:
+                await self.beat()
+                failing_since_ns = None
+            except Exception as e:
+                # On a cluster a master may be mid-failover: skip beats for as long as a failover takes
+                # (the hash's TTL may lapse meanwhile; the next beat sets it again). On one node, a lost
+                # Redis ends the process as before.
+                now_ns = self._clock.monotonic_ns()
+                failing_since_ns = now_ns if failing_since_ns is None else failing_since_ns
+                if not (is_cluster(self._client) and retryable(e)) or now_ns - failing_since_ns > FAILOVER_WAIT_NS:
+                    raise
+                log.warning("heartbeat %s not written (%s); retrying at the next beat", self.key, e)
             next_ns += self._interval_ns
             sleeper = asyncio.ensure_future(self._clock.sleep_until_ns(next_ns))
             stopper = asyncio.ensure_future(stop.wait())

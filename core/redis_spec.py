@@ -152,14 +152,15 @@ def spec_from_redis_py_kwargs(kwargs: dict[str, Any], *, tls: bool) -> RedisSpec
 
 def parse_redis_url(url: str, *, setting: str = "redis_url") -> RedisSpec:
     """Parse and check ``url``; every problem is a ConfigError naming the fix, and none shows the password."""
+    multi_host = url.partition("://")[0].lower()
+    if multi_host in _MULTI_HOST:  # several hosts: urlsplit cannot read the port
+        return _multi_host_spec(url, multi_host)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
         raise ConfigError(f"setting '{setting}': not a valid Redis URL ({_scrub(str(e), url)}); {_EXAMPLE}") from None
     scheme = parts.scheme
-    if scheme in _MULTI_HOST:
-        return _multi_host_spec(url, scheme)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(f"setting '{setting}': scheme {scheme!r} is not redis://, rediss:// or unix://; {_EXAMPLE}")
     options = _query_options(parts.query, setting)

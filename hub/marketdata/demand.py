@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 
 from core import names
+from core.cluster import retryable
 from core.heartbeat import HEARTBEAT_TTL_MS
 from core.keys import Keys
 from hub.marketdata.sources import Source
@@ -127,11 +128,20 @@ class SymbolDemand:
                 if await pubsub.get_message(timeout=DEMAND_POLL_S) is not None:
                     await self._add_new(source)
                 if time.monotonic_ns() >= next_refresh_ns:
-                    await self._add_new(source)
-                    await self.expire()
                     next_refresh_ns = time.monotonic_ns() + DEMAND_REFRESH_NS
+                    await self._refresh_and_expire(source)
         finally:
             await pubsub.aclose()
+
+    async def _refresh_and_expire(self, source: Source) -> None:
+        """The periodic pass; a node down mid-failover (it scans every master) skips one pass, not the hub."""
+        try:
+            await self._add_new(source)
+            await self.expire()
+        except Exception as e:
+            if not retryable(e):
+                raise
+            log.warning("symbol demand not refreshed (%s); trying again in %.0f s", e, DEMAND_REFRESH_NS / 1e9)
 
     async def _add_new(self, source: Source) -> None:
         new = await self.refresh()
