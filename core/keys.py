@@ -154,7 +154,8 @@ class Keys:
         return self._name("{orders}", "intents") if self.cluster else self._name("orders", "intents")
 
     def operator_intents(self) -> str:
-        return self._name("orders", "operator")
+        # one XREADGROUP reads both intent streams: on a cluster they must share a slot
+        return self._name("{orders}", "operator") if self.cluster else self._name("orders", "operator")
 
     def order_events(self) -> str:
         return self._name("{orders}", "events") if self.cluster else self._name("orders", "events")
@@ -184,10 +185,10 @@ class Keys:
         return self._orders("risk", "reduce_only")
 
     def order_rate_bucket(self) -> str:
-        return self._name("risk", "order_bucket")
+        return self._orders("risk", "order_bucket")
 
     def broker_rate_bucket(self) -> str:
-        return self._name("risk", "broker_bucket")
+        return self._orders("risk", "broker_bucket")
 
     def symbol_from(self, key_or_channel: str, prefix: str) -> str:
         """The symbol at the end of a name built with one of the ``*_prefix`` methods."""
