@@ -1,9 +1,12 @@
 """Runs one agent in a backtest with the live runtime's scheduling pieces.
 
 The throttle, trailing-edge conflation and periodic grid are not reimplemented:
-the workers are :func:`agents.scheduling.event_driven_loop` and
-:func:`agents.scheduling.periodic_loop` over the same :class:`~agents.scheduling.Slot`,
-given the virtual clock. What :mod:`agents.runtime` does around them is mirrored
+a periodic agent's worker is :func:`agents.scheduling.periodic_loop` as a task on
+the virtual clock; an event-driven agent's is :class:`SyncWorker`, the steps of
+:func:`agents.scheduling.event_driven_loop` with its decision
+(:class:`agents.scheduling.Throttle`) over the same :class:`~agents.scheduling.Slot`,
+but called by the engine instead of woken as a task (a task wake per run was most
+of the cost of a quote). What :mod:`agents.runtime` does around them is mirrored
 here without Redis: quotes are offered by the engine instead of a socket reader,
 cache-change notices arrive from the in-memory store's publish, and ``_invoke``
 applies the same stale-quote check and error counting.
@@ -13,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
-from agents.scheduling import AgentStats, Slot, event_driven_loop, periodic_loop
+from agents.scheduling import AgentStats, Invoke, Slot, Throttle, periodic_loop
 from cache.memory import MemoryRedis
 from core.clock import VirtualClock
 from core.codec import Quote, decode_cache_change
@@ -29,15 +33,166 @@ from core.ratelimit import RateLimitedLog
 log = logging.getLogger(__name__)
 
 
+Runnable = deque[Callable[[], None]]
+
+
+class _Wake(asyncio.Event):
+    """A slot's wake signal that, instead of waking a task, queues the worker's next step."""
+
+    def __init__(self, on_set: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_set = on_set
+
+    def set(self) -> None:
+        self._on_set()
+
+
+class SyncWorker:
+    """:func:`agents.scheduling.event_driven_loop` for one slot, stepped by the engine.
+
+    The loop's states: waiting for the slot's wake (``idle``), sleeping until the
+    throttle allows a run (a :class:`~core.clock.VirtualTimer`), running. Its steps
+    are queued on the engine's ``runnable`` deque where the live loop would be woken
+    (the slot's wake, the timer), in the same order, and run there in FIFO order.
+
+    ``run()`` is a coroutine, but in a backtest what it awaits (the in-memory cache,
+    the backtest trading client) normally completes at once: it is driven with
+    ``send(None)``. Only if it really suspends (``wait_for``, a sleep) does the rest of
+    that run, and the loop after it, continue as a task on the event loop.
+    """
+
+    def __init__(self, slot: Slot, throttle_ns: int, clock: VirtualClock, invoke: Invoke, runnable: Runnable,
+                 name: str) -> None:
+        self.slot = slot
+        self.throttle = Throttle(throttle_ns)
+        self.name = name
+        self._clock = clock
+        self._invoke = invoke
+        self._runnable = runnable
+        self._idle = True
+        self._queued = False
+        self._stopped = False
+        self._timer: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.failed: BaseException | None = None
+        slot.wake = _Wake(self._woken)
+        if slot.pending:
+            self._woken()
+
+    def _woken(self) -> None:
+        if self._idle and not self._queued and not self._stopped:
+            self._queued = True
+            self._runnable.append(self._after_wake)
+
+    def _after_wake(self) -> None:
+        self._queued = False
+        if self._idle and not self._stopped:
+            self._idle = False
+            self._loop()
+
+    def _after_sleep(self) -> None:
+        self._timer = None
+        if not self._stopped and self._run_one():
+            self._wait_again()
+
+    def _wait_again(self) -> None:
+        """Back at ``await slot.wake.wait()``: it returns at once when the slot got an event meanwhile."""
+        if self.slot.pending:
+            self._loop()
+        else:
+            self._idle = True
+
+    def _loop(self) -> None:
+        """From ``await slot.wake.wait()`` returning, until the loop waits on something."""
+        clock, throttle, slot = self._clock, self.throttle, self.slot
+        while not self._stopped:
+            if throttle.must_wait(clock.now_ns):
+                self._timer = clock.call_at_ns(throttle.next_allowed_ns, self._queue_after_sleep)
+                return
+            if not self._run_one():
+                return
+            if not slot.pending:
+                self._idle = True
+                return
+
+    def _queue_after_sleep(self) -> None:
+        self._runnable.append(self._after_sleep)
+
+    def _run_one(self) -> bool:
+        """Take and run; False when the run went on as a task (or failed): the loop is not waiting here."""
+        event = self.slot.take()
+        if event is None:
+            return True
+        self.throttle.started(self._clock.now_ns)
+        coro = self._invoke(event)
+        try:
+            yielded = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return True
+        except BaseException as e:  # the live worker task would end on it
+            self._fail(e)
+            return False
+        self.task = asyncio.get_running_loop().create_task(self._finish(coro, yielded), name=self.name)
+        return False
+
+    async def _finish(self, coro: Any, yielded: Any) -> None:
+        try:
+            await _resume(coro, yielded)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            self._fail(e)
+            return
+        finally:
+            self.task = None
+        self._wait_again()
+
+    def _fail(self, error: BaseException) -> None:
+        self.failed = error
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+async def _resume(coro: Any, yielded: Any) -> None:
+    """Drive ``coro`` on from a suspension (it yielded ``yielded``) to its end, as a task would."""
+    while True:
+        try:
+            if yielded is None:  # a bare yield: asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:  # a future; a task clears the flag its yield set before waiting on it, so must this
+                yielded._asyncio_future_blocking = False
+                await yielded
+        except asyncio.CancelledError as e:
+            if yielded is None or not yielded.done():  # cancelled here, not the future it awaited
+                try:
+                    yielded = coro.throw(e)
+                except StopIteration:
+                    return
+                continue
+        except BaseException:
+            pass
+        try:
+            yielded = coro.send(None)
+        except StopIteration:
+            return
+
+
 class AgentDriver:
     def __init__(self, agent: TradingAgent, memory: MemoryRedis, keys: Keys, clock: VirtualClock,
-                 trading: Any) -> None:
+                 trading: Any, runnable: Runnable | None = None) -> None:
         self.agent = agent
         self.settings = agent.settings
         self.stats = AgentStats()
         self._clock = clock
+        self._runnable: Runnable = runnable if runnable is not None else deque()
         self.slots = {symbol: Slot(self.stats, symbol) for symbol in self.settings.instruments}
         self._workers: list[asyncio.Task[None]] = []
+        self._sync_workers: list[SyncWorker] = []
         self._stopping = False
         self._run_errors = RateLimitedLog(logging.getLogger(f"agents.{agent.name}.run"))
         agent.data_cache.bind(memory, keys, clock)
@@ -68,19 +223,21 @@ class AgentDriver:
 
     async def start(self) -> None:
         await self.agent.on_start()
-        for name, coro in self._worker_coroutines():
-            self._workers.append(asyncio.get_running_loop().create_task(coro, name=f"{self.agent.name}:{name}"))
-
-    def _worker_coroutines(self) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         if self.settings.agent_type == "periodic":
-            return [("periodic", periodic_loop(self.settings.throttle_ns, self._clock, self.slots, self.stats,
-                                               self._invoke))]
-        return [(f"worker:{symbol}", event_driven_loop(slot, self.settings.throttle_ns, self._clock, self._invoke))
-                for symbol, slot in self.slots.items()]
+            coro = periodic_loop(self.settings.throttle_ns, self._clock, self.slots, self.stats, self._invoke)
+            self._workers.append(asyncio.get_running_loop().create_task(coro, name=f"{self.agent.name}:periodic"))
+            return
+        self._sync_workers = [SyncWorker(slot, self.settings.throttle_ns, self._clock, self._invoke,
+                                         self._runnable, f"{self.agent.name}:worker:{symbol}")
+                              for symbol, slot in self.slots.items()]
 
     async def stop_workers(self) -> None:
         """No new run starts; the workers end (runs in the backtest finish before time moves)."""
         self._stopping = True
+        for worker in self._sync_workers:
+            worker.stop()
+            if worker.task is not None:
+                self._workers.append(worker.task)
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
@@ -97,6 +254,9 @@ class AgentDriver:
         for task in self._workers:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 return task.exception()
+        for worker in self._sync_workers:
+            if worker.failed is not None:
+                return worker.failed
         return None
 
     async def _invoke(self, event: Event) -> None:

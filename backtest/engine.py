@@ -5,8 +5,10 @@ Each step takes the earliest of: an intent due at the gateway, an agent's timer
 quote; ties go in that order. The virtual clock jumps to that time and nothing
 sleeps. A quote first reaches the sim broker (which fills working orders against
 it), then every agent's slot for the symbol. Agents run only when a slot that was
-empty gets an event or a timer fires; then the loop lets every ready task run until
-all wait again (:func:`settle`) before time moves on.
+empty gets an event or a timer fires; then the engine runs every queued worker step
+(backtest/driver.py: an event-driven agent's runs are called directly, not woken as
+tasks) and lets every ready task run, until all wait again (:meth:`Engine._settle`),
+before time moves on.
 
 The gateway is the real one (:meth:`hub.execution.gateway.Gateway.handle`: intent
 decoding, idempotency, replace, the risk checks of hub/execution/risk.py) over the
@@ -22,6 +24,7 @@ import inspect
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +107,9 @@ class Engine:
         self._journal = hashlib.sha256()
         self.memory.journal = self._journal_write
         self.agents = list(agents) if agents is not None else [spec_build(s, self.clock) for s in config.agents]
-        self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a))
+        #: worker steps due now, in the order the live loop would wake them (see backtest/driver.py)
+        self._runnable: deque[Callable[[], None]] = deque()
+        self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a), self._runnable)
                         for a in self.agents]
         # Per symbol: each agent's slot and its usable-quote filter (None: every quote), so conflation
         # is latest-usable-wins exactly as in agents.runtime.
@@ -208,14 +213,7 @@ class Engine:
 
     async def _settle_and_drain(self) -> None:
         """Run what is ready, then whatever became due at this same instant (intents at zero latency)."""
-        self.counters.settles += 1
-        ready = self._ready
-        if ready is None:
-            await settle()
-        else:  # settle() inlined on the hot path: one yield, more only while something is runnable
-            await asyncio.sleep(0)
-            while ready:
-                await asyncio.sleep(0)
+        await self._settle()
         if self._intents or self.clock.next_deadline_ns() is not None:
             await self._run_until(self.clock.now_ns)
         else:
@@ -243,8 +241,25 @@ class Engine:
                     await self.gateway.handle_entries([{k.encode(): v.encode() for k, v in fields.items()}])
             else:
                 clock.wake_due()
-            self.counters.settles += 1
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Run the queued worker steps and the ready tasks until nothing is runnable."""
+        self.counters.settles += 1
+        runnable, ready = self._runnable, self._ready
+        if ready is None:
             await settle()
+            while runnable:
+                while runnable:
+                    runnable.popleft()()
+                await settle()
+            return
+        while True:
+            while runnable:
+                runnable.popleft()()
+            if not ready:
+                return
+            await asyncio.sleep(0)
 
     async def _finish(self) -> None:
         """Let timers run ``end_drain`` past the last quote, stop the agents (their on_stop cancels), settle."""
