@@ -77,10 +77,11 @@ class Slot:
         self._replace_pending(row, superseded)
 
     def _replace_pending(self, row: list[Any] | None, superseded: int) -> None:
-        if self.pending:
-            superseded += 1
-        self.stats.conflated += superseded
         self._row = row
+        if self.pending:  # the wake is set already (pending and the set wake change together)
+            self.stats.conflated += superseded + 1
+            return
+        self.stats.conflated += superseded
         self.pending = True
         self.wake.set()
 

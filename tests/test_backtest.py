@@ -321,3 +321,13 @@ async def test_a_run_that_waits_holds_its_worker_and_the_newest_quote_runs_when_
     # while it waited, quotes 1..4 were conflated; then the newest (ts 4ms) ran, then every quote as usual
     assert agent.seen == [(0, 1.0), (5, 5.0), (5, 6.0), (6, 7.0), (7, 8.0), (8, 9.0), (9, 10.0)]
     assert result.stats["agent_conflated"] == {"waiter": 3}
+
+
+def test_the_engines_quote_constructor_builds_the_same_quote() -> None:
+    from backtest.engine import new_quote
+
+    made = new_quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1)
+    assert made == Quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1)
+    assert hash(made) == hash(Quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1))
+    with pytest.raises(AttributeError):
+        made.bid = 1.0  # type: ignore[misc]
