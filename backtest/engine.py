@@ -187,7 +187,7 @@ class Engine:
     async def _loop(self, events: Iterable[Event]) -> None:
         clock, latest, routes, store, broker = self.clock, self.latest, self._routes, self.store, self.broker
         recorder, counters, progress = self.recorder, self.counters, self._progress
-        runnable, ready = self._runnable, self._ready
+        run_queued = self._run_queued
         no_slots: list[Any] = []
         count = 0
         batch: list[Any] = []
@@ -211,22 +211,26 @@ class Engine:
                 events_before = store.events_written
                 await broker.on_quote(quote)
                 woke = store.events_written != events_before
-            if _offer(routes.get(symbol, no_slots), quote) or woke:
-                # The common case inline: the woken workers' runs complete at once (no task involved)
-                # and leave no intent or timer due now; otherwise the full settle.
-                while runnable:
-                    runnable.popleft()()
-                if ready or self._intents or clock.next_deadline_ns() is not None or ready is None:
-                    await self._settle_and_drain()
-                else:
-                    counters.settles += 1
-                    self._next_due_ns = None
+            if (_offer(routes.get(symbol, no_slots), quote) or woke) and run_queued():
+                await self._settle_and_drain()
             count += 1
             if progress is not None and not count & 0x3FFF:
                 progress(count)
         journal_batch(batch)
         counters.quotes = count
         counters.last_ts_ns = clock.now_ns
+
+    def _run_queued(self) -> bool:
+        """The common case of a settle, without awaiting: run the queued worker steps; True when a task,
+        an intent or a timer is left for the full :meth:`_settle_and_drain`."""
+        runnable, ready = self._runnable, self._ready
+        while runnable:
+            runnable.popleft()()
+        if ready is None or ready or self._intents or self.clock.next_deadline_ns() is not None:
+            return True
+        self.counters.settles += 1
+        self._next_due_ns = None
+        return False
 
     def _journal_quotes(self, batch: list[Any]) -> None:
         """The input is part of the event log: a quote no agent ran on still changes the digest."""
