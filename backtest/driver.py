@@ -18,11 +18,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from agents.base import TradingAgent
 from agents.events import CacheUpdate, Event
-from agents.scheduling import AgentStats, Invoke, Slot, Throttle, periodic_loop
+from agents.scheduling import AgentStats, Slot, Throttle, periodic_loop
 from cache.memory import MemoryRedis
 from core.clock import VirtualClock
 from core.codec import Quote, decode_cache_change
@@ -61,13 +62,14 @@ class SyncWorker:
     that run, and the loop after it, continue as a task on the event loop.
     """
 
-    def __init__(self, slot: Slot, throttle_ns: int, clock: VirtualClock, invoke: Invoke, runnable: Runnable,
+    def __init__(self, slot: Slot, throttle_ns: int, clock: VirtualClock, driver: AgentDriver, runnable: Runnable,
                  name: str) -> None:
         self.slot = slot
         self.throttle = Throttle(throttle_ns)
         self.name = name
         self._clock = clock
-        self._invoke = invoke
+        # AgentDriver._invoke in its three parts, so run()'s coroutine is the only one per run
+        self._admit, self._run, self._ran = driver.admit, driver.agent.run, driver.ran
         self._runnable = runnable
         self._idle = True
         self._queued = False
@@ -124,12 +126,21 @@ class SyncWorker:
         if event is None:
             return True
         self.throttle.started(self._clock.now_ns)
-        coro = self._invoke(event)
+        if not self._admit(event):
+            return True
+        coro: Any = self._run(event)
+        if type(coro) is not CoroutineType:  # an awaitable that is not a coroutine: await it as one
+            coro = _awaiting(coro)
         try:
-            yielded = coro.send(None)  # type: ignore[attr-defined]
+            yielded = coro.send(None)
         except StopIteration:
+            self._ran(None)
+            return True
+        except Exception as e:
+            self._ran(e)
             return True
         except BaseException as e:  # the live worker task would end on it
+            self._ran(e)
             self._fail(e)
             return False
         self.task = asyncio.get_running_loop().create_task(self._finish(coro, yielded), name=self.name)
@@ -138,11 +149,17 @@ class SyncWorker:
     async def _finish(self, coro: Any, yielded: Any) -> None:
         try:
             await _resume(coro, yielded)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
+            self._ran(e)
             raise
+        except Exception as e:
+            self._ran(e)
         except BaseException as e:
+            self._ran(e)
             self._fail(e)
             return
+        else:
+            self._ran(None)
         finally:
             self.task = None
         self._wait_again()
@@ -156,6 +173,10 @@ class SyncWorker:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+async def _awaiting(awaitable: Any) -> None:
+    await awaitable
 
 
 async def _resume(coro: Any, yielded: Any) -> None:
@@ -227,7 +248,7 @@ class AgentDriver:
             coro = periodic_loop(self.settings.throttle_ns, self._clock, self.slots, self.stats, self._invoke)
             self._workers.append(asyncio.get_running_loop().create_task(coro, name=f"{self.agent.name}:periodic"))
             return
-        self._sync_workers = [SyncWorker(slot, self.settings.throttle_ns, self._clock, self._invoke,
+        self._sync_workers = [SyncWorker(slot, self.settings.throttle_ns, self._clock, self,
                                          self._runnable, f"{self.agent.name}:worker:{symbol}")
                               for symbol, slot in self.slots.items()]
 
@@ -260,23 +281,37 @@ class AgentDriver:
         return None
 
     async def _invoke(self, event: Event) -> None:
-        if self._stopping:
+        if not self.admit(event):
             return
-        now_ns = self._clock.time_ns()
+        try:
+            await self.agent.run(event)
+        except Exception as e:
+            self.ran(e)
+            return
+        except BaseException as e:
+            self.ran(e)
+            raise
+        self.ran(None)
+
+    def admit(self, event: Event) -> bool:
+        """``_invoke`` before ``run()`` (agents.runtime's checks): False when the event does not run."""
+        if self._stopping:
+            return False
+        now_ns = self._clock.now_ns
         max_age_ns = self.settings.max_quote_age_ns
         if max_age_ns and isinstance(event, Quote) and now_ns - event.ts_event_ns > max_age_ns:
             self.stats.stale_skipped += 1
-            return
+            return False
         if isinstance(event, (Quote, CacheUpdate)) and event.ts_recv_ns:
             self.stats.record_lag(now_ns - event.ts_recv_ns)
-        try:
-            await self.agent.run(event)
+        return True
+
+    def ran(self, error: BaseException | None) -> None:
+        """``_invoke`` after ``run()`` ended, with what it raised (None: it returned)."""
+        if error is None:
             self.stats.runs += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
+        elif isinstance(error, Exception):
             self.stats.errors += 1
             self._run_errors.error("run", "agent %s: run() raised %s: %s", self.agent.name,
-                                   type(e).__name__, e, exc_info=e)
-        finally:
-            self.stats.last_run_ns = self._clock.time_ns()
+                                   type(error).__name__, error, exc_info=error)
+        self.stats.last_run_ns = self._clock.now_ns
