@@ -40,12 +40,15 @@ Runnable = deque[Callable[[], None]]
 class _Wake(asyncio.Event):
     """A slot's wake signal that, instead of waking a task, queues the worker's next step."""
 
-    def __init__(self, on_set: Callable[[], None]) -> None:
+    def __init__(self, worker: SyncWorker) -> None:
         super().__init__()
-        self._on_set = on_set
+        self._worker = worker
 
     def set(self) -> None:
-        self._on_set()
+        worker = self._worker
+        if worker.idle and not worker.queued and not worker.stopped:
+            worker.queued = True
+            worker.runnable.append(worker.after_wake)
 
 
 class SyncWorker:
@@ -70,31 +73,28 @@ class SyncWorker:
         self._clock = clock
         # AgentDriver._invoke in its three parts, so run()'s coroutine is the only one per run
         self._admit, self._run, self._ran = driver.admit, driver.agent.run, driver.ran
-        self._runnable = runnable
-        self._idle = True
-        self._queued = False
-        self._stopped = False
+        self.runnable = runnable
+        self.idle = True
+        self.queued = False
+        self.stopped = False
         self._timer: Any = None
         self.task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
-        slot.wake = _Wake(self._woken)
+        self.after_wake = self._after_wake  # bound once: queued on every wake
+        self._after_sleep_step = self._after_sleep
+        slot.wake = _Wake(self)
         if slot.pending:
-            self._woken()
-
-    def _woken(self) -> None:
-        if self._idle and not self._queued and not self._stopped:
-            self._queued = True
-            self._runnable.append(self._after_wake)
+            slot.wake.set()
 
     def _after_wake(self) -> None:
-        self._queued = False
-        if self._idle and not self._stopped:
-            self._idle = False
+        self.queued = False
+        if self.idle and not self.stopped:
+            self.idle = False
             self._loop()
 
     def _after_sleep(self) -> None:
         self._timer = None
-        if not self._stopped and self._run_one():
+        if not self.stopped and self._run_one():
             self._wait_again()
 
     def _wait_again(self) -> None:
@@ -102,23 +102,23 @@ class SyncWorker:
         if self.slot.pending:
             self._loop()
         else:
-            self._idle = True
+            self.idle = True
 
     def _loop(self) -> None:
         """From ``await slot.wake.wait()`` returning, until the loop waits on something."""
         clock, throttle, slot = self._clock, self.throttle, self.slot
-        while not self._stopped:
+        while not self.stopped:
             if throttle.must_wait(clock.now_ns):
                 self._timer = clock.call_at_ns(throttle.next_allowed_ns, self._queue_after_sleep)
                 return
             if not self._run_one():
                 return
             if not slot.pending:
-                self._idle = True
+                self.idle = True
                 return
 
     def _queue_after_sleep(self) -> None:
-        self._runnable.append(self._after_sleep)
+        self.runnable.append(self._after_sleep_step)
 
     def _run_one(self) -> bool:
         """Take and run; False when the run went on as a task (or failed): the loop is not waiting here."""
@@ -169,7 +169,7 @@ class SyncWorker:
         self.stop()
 
     def stop(self) -> None:
-        self._stopped = True
+        self.stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -372,11 +372,15 @@ def _offer(routes: list[tuple[Slot, Any]], quote: Quote) -> bool:
     True when an idle slot got work."""
     woke = False
     row: list[Any] | None = None
+    judged: Any = None  # the last filter asked and its verdict: agents mostly share one (TWO_SIDED)
+    verdict = True
     for slot, accepts in routes:
         slot.stats.received += 1
         if accepts is not None:
-            row = row or list(quote.to_row())
-            if not accepts(row):  # the pending (older, usable) quote stays
+            if accepts is not judged:
+                row = row or list(quote.to_row())
+                judged, verdict = accepts, accepts(row)
+            if not verdict:  # the pending (older, usable) quote stays
                 slot.stats.unusable += 1
                 continue
         if not slot.pending:

@@ -117,16 +117,17 @@ class DataCache:
             raise ValueError(f"cache update for {instrument} has no fields")
         ts_ns = self._clock.time_ns()
         stamp = str(ts_ns)
-        notice = encode_cache_change(instrument, list(fields), ts_ns) if notify else b""
         args: list[str] = []
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
         client = self._client
         if isinstance(client, MemoryRedis):  # a backtest: the same write and notice, in memory
             client.apply_hset(self.keys.cache(instrument), args)
-            if notify:
-                client.publish_now(self.keys.cache_changed_channel(instrument), notice)
+            if notify:  # the notice is encoded only for a listener (a backtest's hot path)
+                client.publish_lazily(self.keys.cache_changed_channel(instrument),
+                                      lambda: encode_cache_change(instrument, list(fields), ts_ns))
             return ts_ns
+        notice = encode_cache_change(instrument, list(fields), ts_ns) if notify else b""
         writer = await self._writer()
         await writer.send(command(b"EVAL", _UPDATE_LUA, b"2", self.keys.cache(instrument).encode(),
                                   self.keys.cache_changed_channel(instrument).encode(), notice,
