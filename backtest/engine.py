@@ -253,7 +253,7 @@ class Engine:
         while True:
             timer_ns = clock.next_deadline_ns()
             intent_ns = intents[0][0] if intents else None
-            due = min((d for d in (intent_ns, timer_ns) if d is not None), default=None)
+            due = timer_ns if intent_ns is None or (timer_ns is not None and timer_ns < intent_ns) else intent_ns
             if due is None or due > until_ns:
                 self._next_due_ns = due
                 return
@@ -269,7 +269,13 @@ class Engine:
                     await self.gateway.handle_entries([{k.encode(): v.encode() for k, v in fields.items()}])
             else:
                 clock.wake_due()
-            await self._settle()
+            runnable = self._runnable
+            while runnable:  # the common case of _settle, without awaiting it
+                runnable.popleft()()
+            if self._ready is None or self._ready:
+                await self._settle()
+            else:
+                self.counters.settles += 1
 
     async def _settle(self) -> None:
         """Run the queued worker steps and the ready tasks until nothing is runnable."""
