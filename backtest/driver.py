@@ -34,7 +34,31 @@ from core.ratelimit import RateLimitedLog
 log = logging.getLogger(__name__)
 
 
-Runnable = deque[Callable[[], None]]
+class Runnable(deque[Callable[[], None]]):
+    """The engine's queue of worker steps, kept in one order with the event loop's ready tasks.
+
+    A step is queued where the live loop would have a task woken. While tasks are
+    ready on the loop (a periodic agent, order-update callbacks, a run that
+    suspended), a step goes behind them on the loop (``call_soon``), so work at
+    one instant runs in exactly the order an all-task run would give; otherwise it
+    goes on this deque, which the engine drains without a loop round trip.
+    """
+
+    _loop_ready: Any = None
+    _call_soon: Any = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_ready = getattr(loop, "_ready", None)  # CPython's; without it steps only use the deque
+        self._call_soon = loop.call_soon
+
+    def append(self, step: Callable[[], None]) -> None:
+        if self._loop_ready:
+            self._call_soon(step)
+        else:
+            _push(self, step)
+
+
+_push = deque.append
 
 
 class _Wake(asyncio.Event):
@@ -210,7 +234,7 @@ class AgentDriver:
         self.settings = agent.settings
         self.stats = AgentStats()
         self._clock = clock
-        self._runnable: Runnable = runnable if runnable is not None else deque()
+        self._runnable: Runnable = runnable if runnable is not None else Runnable()
         self.slots = {symbol: Slot(self.stats, symbol) for symbol in self.settings.instruments}
         self._workers: list[asyncio.Task[None]] = []
         self._sync_workers: list[SyncWorker] = []

@@ -24,7 +24,6 @@ import inspect
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ import msgpack
 from agents.base import TradingAgent
 from agents.scheduling import Slot
 from backtest.config import BacktestConfig, StartPosition
-from backtest.driver import AgentDriver
+from backtest.driver import AgentDriver, Runnable
 from backtest.recorder import Recorder
 from backtest.sources import Event
 from backtest.trading import BacktestTradingClient
@@ -109,7 +108,7 @@ class Engine:
         self.memory.journal = self._journal_write
         self.agents = list(agents) if agents is not None else [spec_build(s, self.clock) for s in config.agents]
         #: worker steps due now, in the order the live loop would wake them (see backtest/driver.py)
-        self._runnable: deque[Callable[[], None]] = deque()
+        self._runnable = Runnable()
         self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a), self._runnable)
                         for a in self.agents]
         # Per symbol: each agent's slot and its usable-quote filter (None: every quote), so conflation
@@ -156,6 +155,7 @@ class Engine:
     async def run(self) -> EngineCounters:
         started = time.perf_counter()
         self._ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        self._runnable.attach(asyncio.get_running_loop())
         events = iter(self._source)
         first = next(events, None)
         if first is None:

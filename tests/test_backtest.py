@@ -331,3 +331,25 @@ def test_the_engines_quote_constructor_builds_the_same_quote() -> None:
     assert hash(made) == hash(Quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1))
     with pytest.raises(AttributeError):
         made.bid = 1.0  # type: ignore[misc]
+
+
+class Logging(TradingAgent):
+    """Appends (ms after T0, its name) of each run to a log shared by the agents of one test."""
+
+    runs: ClassVar[list[tuple[int, str]]] = []
+
+    async def run(self, data: Event) -> None:
+        self.runs.append(((self.data_cache._clock.time_ns() - T0) // MS, self.name))
+
+
+async def test_runs_due_at_one_instant_keep_the_order_their_timers_were_set_in() -> None:
+    """A periodic agent (a task) and an event-driven agent's trailing edge (a step the engine calls) both
+    due at 100 ms: the periodic tick was scheduled first (at the start), so it runs first, as it would if
+    every worker were a task."""
+    Logging.runs = []
+    edge = Logging(config={"instruments": "XYZ", "throttle": "100ms", "name": "edge"})
+    tick = Logging(config={"instruments": "XYZ", "throttle": "100ms", "agent_type": "periodic",
+                                   "name": "tick"})
+    source = quotes((0, 10, 1, 11, 1), (50, 10, 2, 11, 1), (120, 10, 3, 11, 1))
+    await run_backtest(config(), HistoricalSource(streams=[source]), agents=[edge, tick])
+    assert [entry for entry in Logging.runs if entry[0] == 100] == [(100, "tick"), (100, "edge")]
