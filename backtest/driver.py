@@ -80,8 +80,8 @@ class SyncWorker:
 
     The loop's states: waiting for the slot's wake (``idle``), sleeping until the
     throttle allows a run (a :class:`~core.clock.VirtualTimer`), running. Its steps
-    are queued on the engine's ``runnable`` deque where the live loop would be woken
-    (the slot's wake, the timer), in the same order, and run there in FIFO order.
+    are queued on the engine's :class:`Runnable` where the live loop would be woken
+    (the slot's wake, the timer), and run in the same FIFO order as woken tasks.
 
     ``run()`` is a coroutine, but in a backtest what it awaits (the in-memory cache,
     the backtest trading client) normally completes at once: it is driven with
