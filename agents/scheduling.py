@@ -77,10 +77,11 @@ class Slot:
         self._replace_pending(row, superseded)
 
     def _replace_pending(self, row: list[Any] | None, superseded: int) -> None:
-        if self.pending:
-            superseded += 1
-        self.stats.conflated += superseded
         self._row = row
+        if self.pending:  # the wake is set already (pending and the set wake change together)
+            self.stats.conflated += superseded + 1
+            return
+        self.stats.conflated += superseded
         self.pending = True
         self.wake.set()
 
@@ -104,21 +105,44 @@ class Slot:
 Invoke = Callable[[Event], Awaitable[None]]
 
 
+class Throttle:
+    """The event-driven worker's throttle decision, without a clock or a task.
+
+    Shared by :func:`event_driven_loop` and the backtest's synchronous worker
+    (backtest/driver.py), so both run ``run()`` on exactly the same instants:
+    a run may start when ``now >= next_allowed_ns``; starting one at ``now``
+    forbids the next until ``now + throttle_ns`` (the trailing edge then takes
+    the newest event the slot holds).
+    """
+
+    __slots__ = ("next_allowed_ns", "throttle_ns")
+
+    def __init__(self, throttle_ns: int) -> None:
+        self.throttle_ns = throttle_ns
+        self.next_allowed_ns = 0
+
+    def must_wait(self, now_ns: int) -> bool:
+        return now_ns < self.next_allowed_ns
+
+    def started(self, now_ns: int) -> None:
+        self.next_allowed_ns = now_ns + self.throttle_ns
+
+
 async def event_driven_loop(slot: Slot, throttle_ns: int, clock: Clock, invoke: Invoke) -> None:
     """Run ``invoke`` at most once per ``throttle_ns`` on the latest event, trailing edge included.
 
     The first event after a quiet period runs at once; events arriving during a
     run or the wait after it are conflated and the newest runs when the wait ends.
     """
-    next_allowed_ns = 0
+    throttle = Throttle(throttle_ns)
     while True:
         await slot.wake.wait()
-        if clock.monotonic_ns() < next_allowed_ns:
-            await clock.sleep_until_ns(next_allowed_ns)
+        if throttle.must_wait(clock.monotonic_ns()):
+            await clock.sleep_until_ns(throttle.next_allowed_ns)
         event = slot.take()
         if event is None:
             continue
-        next_allowed_ns = clock.monotonic_ns() + throttle_ns
+        throttle.started(clock.monotonic_ns())
         await invoke(event)
 
 

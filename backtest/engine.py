@@ -5,8 +5,10 @@ Each step takes the earliest of: an intent due at the gateway, an agent's timer
 quote; ties go in that order. The virtual clock jumps to that time and nothing
 sleeps. A quote first reaches the sim broker (which fills working orders against
 it), then every agent's slot for the symbol. Agents run only when a slot that was
-empty gets an event or a timer fires; then the loop lets every ready task run until
-all wait again (:func:`settle`) before time moves on.
+empty gets an event or a timer fires; then the engine runs every queued worker step
+(backtest/driver.py: an event-driven agent's runs are called directly, not woken as
+tasks) and lets every ready task run, until all wait again (:meth:`Engine._settle`),
+before time moves on.
 
 The gateway is the real one (:meth:`hub.execution.gateway.Gateway.handle`: intent
 decoding, idempotency, replace, the risk checks of hub/execution/risk.py) over the
@@ -31,7 +33,7 @@ import msgpack
 from agents.base import TradingAgent
 from agents.scheduling import Slot
 from backtest.config import BacktestConfig, StartPosition
-from backtest.driver import AgentDriver
+from backtest.driver import AgentDriver, Runnable
 from backtest.recorder import Recorder
 from backtest.sources import Event
 from backtest.trading import BacktestTradingClient
@@ -102,9 +104,12 @@ class Engine:
         self._intents: list[tuple[int, int, dict[str, str]]] = []
         self._intent_order = itertools.count()
         self._journal = hashlib.sha256()
+        self._journal_lines: list[str] = []
         self.memory.journal = self._journal_write
         self.agents = list(agents) if agents is not None else [spec_build(s, self.clock) for s in config.agents]
-        self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a))
+        #: worker steps due now, in the order the live loop would wake them (see backtest/driver.py)
+        self._runnable = Runnable()
+        self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a), self._runnable)
                         for a in self.agents]
         # Per symbol: each agent's slot and its usable-quote filter (None: every quote), so conflation
         # is latest-usable-wins exactly as in agents.runtime.
@@ -126,7 +131,18 @@ class Engine:
         return quote_to_hash(quote) if quote is not None else None
 
     def _journal_write(self, key: str, pairs: list[str]) -> None:
-        self._journal.update(("|".join((key, *pairs)) + "\n").encode())
+        # Hashed in batches (SHA-256 is a stream: the digest is the same as hashing each line at once).
+        lines = self._journal_lines
+        lines.append("|".join((key, *pairs)))
+        if len(lines) >= 1024:
+            self._flush_journal()
+
+    def _flush_journal(self) -> None:
+        lines = self._journal_lines
+        if lines:
+            lines.append("")
+            self._journal.update("\n".join(lines).encode())
+            lines.clear()
 
     def send_intent(self, fields: dict[str, str]) -> None:
         due_ns = self.clock.now_ns + self.config.backtest.intent_latency_ns
@@ -139,6 +155,7 @@ class Engine:
     async def run(self) -> EngineCounters:
         started = time.perf_counter()
         self._ready = getattr(asyncio.get_running_loop(), "_ready", None)
+        self._runnable.attach(asyncio.get_running_loop())
         events = iter(self._source)
         first = next(events, None)
         if first is None:
@@ -170,6 +187,7 @@ class Engine:
     async def _loop(self, events: Iterable[Event]) -> None:
         clock, latest, routes, store, broker = self.clock, self.latest, self._routes, self.store, self.broker
         recorder, counters, progress = self.recorder, self.counters, self._progress
+        run_queued = self._run_queued
         no_slots: list[Any] = []
         count = 0
         batch: list[Any] = []
@@ -186,12 +204,14 @@ class Engine:
                 clock.now_ns = ts_ns
             if ts_ns >= recorder.next_sample_ns:
                 recorder.sample_until(ts_ns)
-            quote = Quote(symbol, bid, bid_size, ask, ask_size, ts_ns, ts_ns)
+            quote = new_quote(symbol, bid, bid_size, ask, ask_size, ts_ns, ts_ns)
             latest[symbol] = quote
-            events_before = store.events_written
-            await broker.on_quote(quote)
-            woke = store.events_written != events_before
-            if _offer(routes.get(symbol, no_slots), quote) or woke:
+            woke = False
+            if broker.take_quote(quote):  # orders work on the symbol: match them
+                events_before = store.events_written
+                await broker.on_quote(quote)
+                woke = store.events_written != events_before
+            if (_offer(routes.get(symbol, no_slots), quote) or woke) and run_queued():
                 await self._settle_and_drain()
             count += 1
             if progress is not None and not count & 0x3FFF:
@@ -200,22 +220,28 @@ class Engine:
         counters.quotes = count
         counters.last_ts_ns = clock.now_ns
 
+    def _run_queued(self) -> bool:
+        """The common case of a settle, without awaiting: run the queued worker steps; True when a task,
+        an intent or a timer is left for the full :meth:`_settle_and_drain`."""
+        runnable, ready = self._runnable, self._ready
+        while runnable:
+            runnable.popleft()()
+        if ready is None or ready or self._intents or self.clock.next_deadline_ns() is not None:
+            return True
+        self.counters.settles += 1
+        self._next_due_ns = None
+        return False
+
     def _journal_quotes(self, batch: list[Any]) -> None:
         """The input is part of the event log: a quote no agent ran on still changes the digest."""
         if batch:
+            self._flush_journal()
             self._journal.update(msgpack.packb(batch))
             batch.clear()
 
     async def _settle_and_drain(self) -> None:
         """Run what is ready, then whatever became due at this same instant (intents at zero latency)."""
-        self.counters.settles += 1
-        ready = self._ready
-        if ready is None:
-            await settle()
-        else:  # settle() inlined on the hot path: one yield, more only while something is runnable
-            await asyncio.sleep(0)
-            while ready:
-                await asyncio.sleep(0)
+        await self._settle()
         if self._intents or self.clock.next_deadline_ns() is not None:
             await self._run_until(self.clock.now_ns)
         else:
@@ -227,7 +253,7 @@ class Engine:
         while True:
             timer_ns = clock.next_deadline_ns()
             intent_ns = intents[0][0] if intents else None
-            due = min((d for d in (intent_ns, timer_ns) if d is not None), default=None)
+            due = timer_ns if intent_ns is None or (timer_ns is not None and timer_ns < intent_ns) else intent_ns
             if due is None or due > until_ns:
                 self._next_due_ns = due
                 return
@@ -243,8 +269,31 @@ class Engine:
                     await self.gateway.handle_entries([{k.encode(): v.encode() for k, v in fields.items()}])
             else:
                 clock.wake_due()
-            self.counters.settles += 1
+            runnable = self._runnable
+            while runnable:  # the common case of _settle, without awaiting it
+                runnable.popleft()()
+            if self._ready is None or self._ready:
+                await self._settle()
+            else:
+                self.counters.settles += 1
+
+    async def _settle(self) -> None:
+        """Run the queued worker steps and the ready tasks until nothing is runnable."""
+        self.counters.settles += 1
+        runnable, ready = self._runnable, self._ready
+        if ready is None:
             await settle()
+            while runnable:
+                while runnable:
+                    runnable.popleft()()
+                await settle()
+            return
+        while True:
+            while runnable:
+                runnable.popleft()()
+            if not ready:
+                return
+            await asyncio.sleep(0)
 
     async def _finish(self) -> None:
         """Let timers run ``end_drain`` past the last quote, stop the agents (their on_stop cancels), settle."""
@@ -284,6 +333,7 @@ class Engine:
     @property
     def digest(self) -> str:
         """SHA-256 over every cache write and order event so far (values, fields and data-time stamps)."""
+        self._flush_journal()
         combined = self._journal.copy()
         for entry_id, fields in self.memory.streams.get(self.keys.order_events(), []):
             combined.update((entry_id + "|" + "|".join(f"{k}={v}" for k, v in sorted(fields.items())) + "\n").encode())
@@ -297,16 +347,46 @@ def spec_build(spec: Any, clock: VirtualClock) -> TradingAgent:
     return spec.build()  # type: ignore[no-any-return]
 
 
+def _quote_constructor() -> Callable[[str, float, float, float, float, int, int], Quote]:
+    """``Quote(...)`` at about half the cost: a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` per field; this sets its slots through their descriptors."""
+    new = object.__new__
+    setters = [Quote.__dict__[f].__set__ for f in ("symbol", "bid", "bid_size", "ask", "ask_size",
+                                                   "ts_event_ns", "ts_recv_ns")]
+    s_symbol, s_bid, s_bid_size, s_ask, s_ask_size, s_ts_event, s_ts_recv = setters
+
+    def make(symbol: str, bid: float, bid_size: float, ask: float, ask_size: float, ts_event_ns: int,
+             ts_recv_ns: int) -> Quote:
+        quote: Quote = new(Quote)
+        s_symbol(quote, symbol)
+        s_bid(quote, bid)
+        s_bid_size(quote, bid_size)
+        s_ask(quote, ask)
+        s_ask_size(quote, ask_size)
+        s_ts_event(quote, ts_event_ns)
+        s_ts_recv(quote, ts_recv_ns)
+        return quote
+
+    return make
+
+
+new_quote = _quote_constructor()
+
+
 def _offer(routes: list[tuple[Slot, Any]], quote: Quote) -> bool:
     """Offer a quote to each agent that can use it (latest-usable-wins, as agents.runtime's reader);
     True when an idle slot got work."""
     woke = False
     row: list[Any] | None = None
+    judged: Any = None  # the last filter asked and its verdict: agents mostly share one (TWO_SIDED)
+    verdict = True
     for slot, accepts in routes:
         slot.stats.received += 1
         if accepts is not None:
-            row = row or list(quote.to_row())
-            if not accepts(row):  # the pending (older, usable) quote stays
+            if accepts is not judged:
+                row = row or list(quote.to_row())
+                judged, verdict = accepts, accepts(row)
+            if not verdict:  # the pending (older, usable) quote stays
                 slot.stats.unusable += 1
                 continue
         if not slot.pending:

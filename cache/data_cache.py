@@ -93,6 +93,8 @@ class DataCache:
         self._nodes: NodeConnections | None = None
         self._writer_lock = asyncio.Lock()
         self._clock = clock or SystemClock()
+        self._names_keys: Keys | None = None
+        self._names: dict[str, tuple[str, str]] = {}
 
     def __repr__(self) -> str:
         return f"DataCache(namespace={self.keys.namespace!r})"
@@ -122,16 +124,17 @@ class DataCache:
             raise ValueError(f"cache update for {instrument} has no fields")
         ts_ns = self._clock.time_ns()
         stamp = str(ts_ns)
-        notice = encode_cache_change(instrument, list(fields), ts_ns) if notify else b""
         args: list[str] = []
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
         client = self._client
         if isinstance(client, MemoryRedis):  # a backtest: the same write and notice, in memory
-            client.apply_hset(self.keys.cache(instrument), args)
-            if notify:
-                client.publish_now(self.keys.cache_changed_channel(instrument), notice)
+            key, channel = self._memory_names(instrument)
+            client.apply_hset(key, args)
+            if notify:  # the notice is encoded only for a listener (a backtest's hot path)
+                client.publish_lazily(channel, lambda: encode_cache_change(instrument, list(fields), ts_ns))
             return ts_ns
+        notice = encode_cache_change(instrument, list(fields), ts_ns) if notify else b""
         key = self.keys.cache(instrument)
         nodes = self._cluster_nodes()
         script = _UPDATE_LUA_SHARDED if nodes is not None else _UPDATE_LUA
@@ -153,6 +156,15 @@ class DataCache:
         if self._nodes is None and is_cluster(self.client):
             self._nodes = NodeConnections(self.client)
         return self._nodes
+
+    def _memory_names(self, instrument: str) -> tuple[str, str]:
+        """An instrument's hash key and change channel, remembered (per ``keys``) for the in-memory path."""
+        if self._names_keys is not self.keys:
+            self._names_keys, self._names = self.keys, {}
+        names = self._names.get(instrument)
+        if names is None:
+            names = self._names[instrument] = (self.keys.cache(instrument), self.keys.cache_changed_channel(instrument))
+        return names
 
     async def _writer(self) -> RespConnection:
         """The write connection, opened on first use (and again after it was lost)."""

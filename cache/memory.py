@@ -174,6 +174,14 @@ class MemoryRedis:
                 matched += 1
         return matched
 
+    def publish_lazily(self, channel: str, message: Callable[[], Any]) -> int:
+        """``publish_now`` of ``message()``, which is called only when someone listens on ``channel``."""
+        if self._listeners.get(channel) or (self._prefix_listeners
+                                            and any(channel.startswith(p) for p, _ in self._prefix_listeners)):
+            return self.publish_now(channel, message())
+        self.published += 1
+        return 0
+
     def pipeline(self, transaction: bool = True) -> MemoryPipeline:
         return MemoryPipeline(self)
 

@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -81,6 +82,32 @@ async def settle(rounds: int = 20) -> None:
         await asyncio.sleep(0)
 
 
+class _Sleeper(Protocol):
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+
+class VirtualTimer:
+    """A callback in a :class:`VirtualClock`'s sleeper heap: woken in the same (deadline, order) as a sleeper."""
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        self._done = True
+
+    def set_result(self, result: None, /) -> None:
+        self._done = True
+        self._callback()
+
+
 class VirtualClock:
     """Time taken from the data (a backtest): it moves only when its driver moves it.
 
@@ -92,7 +119,7 @@ class VirtualClock:
 
     def __init__(self, start_ns: int = 0) -> None:
         self.now_ns = start_ns
-        self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sleepers: list[tuple[int, int, _Sleeper]] = []
         self._order = itertools.count()
 
     def time_ns(self) -> int:
@@ -108,6 +135,13 @@ class VirtualClock:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (deadline_ns, next(self._order), future))
         await future
+
+    def call_at_ns(self, deadline_ns: int, callback: Callable[[], None]) -> VirtualTimer:
+        """Call ``callback`` (no task, no loop) when :meth:`wake_due` reaches ``deadline_ns``, in the
+        same order as a sleeper with that deadline registered now would wake."""
+        timer = VirtualTimer(callback)
+        heapq.heappush(self._sleepers, (deadline_ns, next(self._order), timer))
+        return timer
 
     def advance_to(self, now_ns: int) -> None:
         """Move time forward (never back); sleepers are woken only by :meth:`wake_due`."""

@@ -294,3 +294,62 @@ async def test_intents_an_on_stop_sends_without_waiting_are_still_handled() -> N
     result = await run_backtest(config(intent_latency="5ms"), HistoricalSource(streams=[quotes((0, 10, 1, 11, 1))]),
                                 agents=[agent])
     assert [o["event"] for o in result.orders] == ["new", "canceled"]
+
+
+class Waiter(TradingAgent):
+    """On its first run submits a limit order and waits for the gateway's answer: a run() that really suspends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[int, float]] = []
+        self.answered_ns = 0
+
+    async def run(self, data: Event) -> None:
+        assert isinstance(data, Quote)
+        self.seen.append(((self.data_cache._clock.time_ns() - T0) // MS, data.bid_size))
+        if len(self.seen) == 1:
+            coid = await self.trading.submit_limit("XYZ", "buy", 1, 5)
+            await self.trading.wait_for(coid, statuses={"new", "rejected"})
+            self.answered_ns = self.data_cache._clock.time_ns()
+
+
+async def test_a_run_that_waits_holds_its_worker_and_the_newest_quote_runs_when_it_ends() -> None:
+    agent = Waiter(config={"instruments": "XYZ", "throttle": "0s"})
+    source = quotes(*[(i, 10, i + 1, 11, 1) for i in range(10)])
+    result = await run_backtest(config(intent_latency="5ms"), HistoricalSource(streams=[source]), agents=[agent])
+    assert (agent.answered_ns - T0) // MS == 5  # the run resumed when the gateway had the order, in data time
+    # while it waited, quotes 1..4 were conflated; then the newest (ts 4ms) ran, then every quote as usual
+    assert agent.seen == [(0, 1.0), (5, 5.0), (5, 6.0), (6, 7.0), (7, 8.0), (8, 9.0), (9, 10.0)]
+    assert result.stats["agent_conflated"] == {"waiter": 3}
+
+
+def test_the_engines_quote_constructor_builds_the_same_quote() -> None:
+    from backtest.engine import new_quote
+
+    made = new_quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1)
+    assert made == Quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1)
+    assert hash(made) == hash(Quote("XYZ", 10.5, 2.0, 10.75, 3.0, T0, T0 + 1))
+    with pytest.raises(AttributeError):
+        made.bid = 1.0  # type: ignore[misc]
+
+
+class Logging(TradingAgent):
+    """Appends (ms after T0, its name) of each run to a log shared by the agents of one test."""
+
+    runs: ClassVar[list[tuple[int, str]]] = []
+
+    async def run(self, data: Event) -> None:
+        self.runs.append(((self.data_cache._clock.time_ns() - T0) // MS, self.name))
+
+
+async def test_runs_due_at_one_instant_keep_the_order_their_timers_were_set_in() -> None:
+    """A periodic agent (a task) and an event-driven agent's trailing edge (a step the engine calls) both
+    due at 100 ms: the periodic tick was scheduled first (at the start), so it runs first, as it would if
+    every worker were a task."""
+    Logging.runs = []
+    edge = Logging(config={"instruments": "XYZ", "throttle": "100ms", "name": "edge"})
+    tick = Logging(config={"instruments": "XYZ", "throttle": "100ms", "agent_type": "periodic",
+                                   "name": "tick"})
+    source = quotes((0, 10, 1, 11, 1), (50, 10, 2, 11, 1), (120, 10, 3, 11, 1))
+    await run_backtest(config(), HistoricalSource(streams=[source]), agents=[edge, tick])
+    assert [entry for entry in Logging.runs if entry[0] == 100] == [(100, "tick"), (100, "edge")]

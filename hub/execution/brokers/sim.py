@@ -251,6 +251,15 @@ class SimBroker:
         await self._store.fill(order, Fill(qty, price, self.fee(qty, price, order.side)))
         self.fills += 1
 
+    def take_quote(self, quote: Quote) -> bool:
+        """What :meth:`on_quote` does without awaiting (a backtest's hot path): record the quote; True
+        when orders work on its symbol, so ``on_quote`` must still match them."""
+        if self._store.by_symbol.get(quote.symbol):
+            return True
+        self._latest[quote.symbol] = quote
+        self.quotes_seen += 1
+        return False
+
     async def on_quote(self, quote: Quote) -> None:
         self._latest[quote.symbol] = quote
         orders = list(self._store.by_symbol.get(quote.symbol, {}).values())
