@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup browser run test lint typecheck unit bench bench-smoke status stop clean
+.PHONY: setup browser run test lint typecheck unit bench bench-smoke soak status stop clean
 
 setup: $(STAMP) redis-server
 
@@ -52,6 +52,10 @@ bench: setup
 
 bench-smoke: setup
 	$(PY) -m bench --smoke
+
+# Not in CI: the market-making stack on the sim market for an hour (bench/soak); e.g. SOAK_ARGS='--duration 20m'.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var/redis var/log/*.log .pytest_cache .mypy_cache .ruff_cache
