@@ -232,7 +232,9 @@ def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type],
             seen.add(spec.key)
             default = (defaults or {}).get(spec.key, spec.default)
             shown = "" if spec.secret or default in (dataclasses.MISSING, (), "") else f" (default: {default})"
-            parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE",
+            # A bare boolean flag (`--json`) means true; `--json false` still works.
+            bare = {"nargs": "?", "const": "true"} if spec.type is bool else {}
+            parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE", **bare,
                                 help=f"{spec.help}{shown}; env {' or '.join(reversed(spec.env))}")
 
 
