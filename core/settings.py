@@ -233,8 +233,8 @@ def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type],
             default = (defaults or {}).get(spec.key, spec.default)
             shown = "" if spec.secret or default in (dataclasses.MISSING, (), "") else f" (default: {default})"
             # A bare boolean flag (`--json`) means true; `--json false` still works.
-            bare = {"nargs": "?", "const": "true"} if spec.type is bool else {}
-            parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE", **bare,
+            parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE",
+                                nargs="?" if spec.type is bool else None, const="true" if spec.type is bool else None,
                                 help=f"{spec.help}{shown}; env {' or '.join(reversed(spec.env))}")
 
 
