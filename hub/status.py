@@ -88,7 +88,7 @@ def shown(field: str, text: str) -> str:
     if value is None:
         return text
     if field in ("bid", "ask", "mark") or field.endswith("price"):
-        return str(value.quantize(tick_size(abs(value)), ROUND_HALF_EVEN))
+        return str(value.quantize(tick_size(abs(value)), ROUND_HALF_EVEN)) if value else "0"
     if field.startswith("pnl") or field.endswith("pnl") or field == "fees":
         return str(value.quantize(CENT, ROUND_HALF_EVEN))
     if value == value.to_integral_value() and "e" not in text.lower():

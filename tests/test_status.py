@@ -24,6 +24,7 @@ NOW_NS = 1_800_000_000_000_000_000
     ("realized_pnl", "1.005", "1.00"),  # half-even, like the gateway's own rounding
     ("volatility", "0.24637512", "0.2464"),
     ("qty", "55", "55"),
+    ("avg_price", "0", "0"),  # a flat position has no price
     ("conflated", "1234567", "1234567"),
     ("state", "connected", "connected"),
     ("pnl_total", "nan", "nan"),  # not a number we can round: shown as stored
