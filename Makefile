@@ -31,8 +31,9 @@ run: setup
 status: setup
 	$(PY) -m hub.status
 
+# Returns once supervisord and every program (redis-server last) have exited, or fails after 60 s.
 stop:
-	$(VENV)/bin/supervisorctl -c deploy/supervisord.conf shutdown
+	@bash deploy/stop.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -26,6 +26,7 @@ from core.keys import CACHE_TS_SUFFIX, Keys
 from core.process import config_failure, run_process
 from core.settings import build, gather, option, pick
 from core.ticks import tick_size
+from hub.summary import UP_TIMEOUT_S, dashboard_listening, summary_text, wait_until_up
 
 PROG = "python -m hub.status"
 
@@ -34,6 +35,8 @@ PROG = "python -m hub.status"
 class StatusSettings:
     watch_ns: int = option("0s", key="watch", duration=True, help="redraw every interval (0: print once)")
     json: bool = option(False, help="print one snapshot as JSON")
+    summary: bool = option(False, help="wait until the stack streams, print what runs and what to type next, "
+                                       "and exit (make run prints this)")
 
 
 async def _hashes(client: aioredis.Redis, pattern: str, prefix: str) -> dict[str, dict[str, str]]:
@@ -178,6 +181,9 @@ async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio
     client = redis_client(process.redis_url)
     try:
         await wait_for_redis(client, process.redis_url, process.redis_wait_ns)
+        if settings.summary:
+            await _summary(client, process.keys, stop)
+            return
         while True:
             state = await snapshot(client, process.keys)
             if settings.json:
@@ -193,6 +199,15 @@ async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio
                 continue
     finally:
         await client.aclose()
+
+
+async def _summary(client: aioredis.Redis, keys: Keys, stop: asyncio.Event) -> None:
+    state = await wait_until_up(lambda: snapshot(client, keys), stop)
+    if state is not None:
+        print(summary_text(state, dashboard_listening()), flush=True)
+    elif not stop.is_set():
+        print(f"{PROG}: the stack did not start streaming within {UP_TIMEOUT_S:.0f} s; see var/log/ "
+              "(hub.log, supervisord.log)", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

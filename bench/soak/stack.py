@@ -18,6 +18,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "supervisord.conf"
+#: Not part of the running stack: Redis is the soak's own, the summary prints once and exits.
+SKIPPED = ("redis", "summary")
 #: Stopped first (they cancel their orders on the way out), then the rest; as supervisord's priorities do.
 TRADERS = ("quote_manager", "delta_hedger", "pnl")
 
@@ -30,12 +32,12 @@ class Program:
 
 
 def programs(sim_rate_qps: float) -> list[Program]:
-    """Every program of the deploy file except redis, with this interpreter and the given sim rate."""
+    """Every program of the deploy file (except SKIPPED), with this interpreter and the given sim rate."""
     parser = configparser.RawConfigParser()
     parser.read(DEPLOY)
     found = []
     for section in parser.sections():
-        if not section.startswith("program:") or section == "program:redis":
+        if not section.startswith("program:") or section.removeprefix("program:") in SKIPPED:
             continue
         argv = shlex.split(parser.get(section, "command").replace("%(here)s/../.venv/bin/python", sys.executable))
         if "--sim-rate" in argv:
