@@ -1,8 +1,8 @@
 """What ``make run`` prints once the stack is up: what runs, that the market streams, what to type next.
 
 ``python -m hub.status --summary`` waits (up to a minute) until a hub has published quotes and an
-agent has run, then prints this; deploy/supervisord.conf runs it once as the ``summary`` program,
-whose output goes to supervisord's console.
+agent has run, then prints this; deploy/supervisord.conf runs it as the ``summary`` program, whose
+output goes to supervisord's console.
 """
 
 from __future__ import annotations
