@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -187,11 +188,11 @@ async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio
         while True:
             state = await snapshot(client, process.keys)
             if settings.json:
-                print(json.dumps(state, indent=2, sort_keys=True))
+                shown_ok = _emit(json.dumps(state, indent=2, sort_keys=True))
             else:
                 clear = "\x1b[2J\x1b[H" if settings.watch_ns and sys.stdout.isatty() else ""
-                print(clear + render(state, time.time_ns()), flush=True)
-            if not settings.watch_ns or stop.is_set():
+                shown_ok = _emit(clear + render(state, time.time_ns()))
+            if not shown_ok or not settings.watch_ns or stop.is_set():
                 return
             try:
                 await asyncio.wait_for(stop.wait(), settings.watch_ns / 1e9)
@@ -199,6 +200,17 @@ async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio
                 continue
     finally:
         await client.aclose()
+
+
+def _emit(text: str) -> bool:
+    """Print; False once the reader has gone (``python -m hub.status --json | head``), which is no error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not complain a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
 
 
 async def _summary(client: aioredis.Redis, keys: Keys, stop: asyncio.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -80,3 +81,15 @@ def test_status_command_prints_tables_that_fit(processes: ProcessGroup, sync_red
     assert "467.91 " in done.stdout and "fair_price=468.39" in done.stdout
     snapshot = json.loads(processes.run("-m", "hub.status", "--json").stdout)
     assert snapshot["positions"]["AAPL"]["avg_price"] == "468.3862900874635568513119534"  # JSON keeps full precision
+
+
+def test_a_reader_that_goes_away_is_no_error(processes: ProcessGroup, sync_redis: redis.Redis) -> None:
+    sync_redis.hset(KEYS.latest_quote("AAPL"), mapping={"bid": "1", "ask": "2", "ts_ns": str(time.time_ns())})
+    # `python -m hub.status --json | head -1`: the pipe closes before the status is written
+    proc = subprocess.Popen([processes.python, "-m", "hub.status", "--json"], cwd=processes.cwd, env=processes.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    assert proc.wait(30) == 0
+    assert proc.stderr.read() == b""
+    proc.stderr.close()
