@@ -195,8 +195,10 @@ class SimBroker:
             if result is not None:
                 qty, price = result
                 available[order.side] -= qty
-                await self._store.fill(order, Fill(qty, price, self.fee(qty, price)))
+                filled = await self._store.fill(order, Fill(qty, price, self.fee(qty, price)))
                 self.fills += 1
+                if not filled.is_open:  # found by the soak: every filled resting id stayed here for good
+                    self._resting.discard(filled.client_order_id)
             if arriving and self._settings.sim_latency_ns > 0:
                 await self._finish_arrival(order.client_order_id)
 
