@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup browser run test lint typecheck unit bench bench-nautilus bench-smoke status stop clean
+.PHONY: setup browser run test lint typecheck unit bench bench-nautilus bench-smoke soak status stop clean
 
 setup: $(STAMP) redis-server
 
@@ -32,8 +32,9 @@ run: setup
 status: setup
 	REDIS_URL=$${REDIS_URL:-redis://operator@127.0.0.1:6379/0} REDIS_PASSWORD_FILE=$${REDIS_PASSWORD_FILE:-var/secrets/operator.password} $(PY) -m hub.status
 
+# Returns once supervisord and every program (redis-server last) have exited, or fails after 60 s.
 stop:
-	$(VENV)/bin/supervisorctl -c deploy/supervisord.conf shutdown
+	@bash deploy/stop.sh
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -59,6 +60,10 @@ bench-nautilus:
 
 bench-smoke: setup
 	$(PY) -m bench --smoke
+
+# Not in CI: the market-making stack on the sim market for an hour (bench/soak); e.g. SOAK_ARGS='--duration 20m'.
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var/redis var/log/*.log .pytest_cache .mypy_cache .ruff_cache

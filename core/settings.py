@@ -252,7 +252,9 @@ def add_flags(parser: argparse.ArgumentParser, classes: Sequence[type],
             seen.add(spec.key)
             default = (defaults or {}).get(spec.key, spec.default)
             shown = "" if spec.secret or default in (dataclasses.MISSING, (), "") else f" (default: {default})"
+            # A bare boolean flag (`--json`) means true; `--json false` still works.
             parser.add_argument(spec.flag, dest=spec.key, default=argparse.SUPPRESS, metavar="VALUE",
+                                nargs="?" if spec.type is bool else None, const="true" if spec.type is bool else None,
                                 help=f"{spec.help}{shown}; env {' or '.join(reversed(spec.env))}")
 
 

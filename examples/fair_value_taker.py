@@ -5,9 +5,18 @@ more than ``edge`` dollars above the mid it buys ``clip`` shares at the ask (bel
 at the bid) with an immediate-or-cancel limit, never holding more than ``max_position``
 and never with an order still working. Orders go through the execution gateway.
 
-    python -m hub --symbols AAPL &  python -m hub.execution --broker sim &
-    python -m agents.spotter --instruments AAPL &
+With ``make run`` up (its hub, gateway and spotter are what this agent needs), after
+``source .venv/bin/activate``::
+
     python examples/fair_value_taker.py --instruments AAPL --edge 0.002 --clip 10
+
+Without the stack, start those three first, e.g. in a namespace of their own (``--namespace demo`` on
+each, and on this agent)::
+
+    python -m hub --symbols AAPL --namespace demo &
+    python -m hub.execution --broker sim --namespace demo &
+    python -m agents.spotter --instruments AAPL --namespace demo &
+    python examples/fair_value_taker.py --instruments AAPL --edge 0.002 --clip 10 --namespace demo
 """
 
 from __future__ import annotations

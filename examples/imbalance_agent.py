@@ -1,8 +1,8 @@
 """A custom agent in a dozen lines: order-book imbalance into the cache.
 
-Run it on its own (with the stack from `make run` up):
+Run it beside the stack of `make run` (its hub streams AAPL), after `source .venv/bin/activate`:
 
-    .venv/bin/python examples/imbalance_agent.py --instruments AAPL --throttle 250ms
+    python examples/imbalance_agent.py --instruments AAPL --throttle 250ms
     redis-cli HGET tf:cache:AAPL imbalance
 """
 

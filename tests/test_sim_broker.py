@@ -15,6 +15,7 @@ from core.orders import Order
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.store import OrderStore
 from tests.execution_helpers import KEYS, dec, sim_stack
+from tests.helpers import eventually_async
 
 
 async def test_marketable_order_fills_at_the_touch_up_to_displayed_size_then_rests(redis_url: str) -> None:
@@ -52,6 +53,24 @@ async def test_resting_limit_fills_only_when_the_opposite_side_crosses_it(redis_
         order = await trading.wait_for(coid, {"filled"})
         assert order.filled_qty == 100 and order.filled_avg_price == Decimal("99.5")
         assert [o.client_order_id for o in await trading.open_orders()] == []
+
+
+async def test_a_filled_resting_order_is_forgotten(redis_url: str) -> None:
+    # The soak's gateway grew ~1 MB/h: each resting order that filled stayed in the broker's memory.
+    async with sim_stack(redis_url) as stack:
+        trading = stack.trading()
+        await stack.quote("MSFT", 99.90, 100, 100.00, 500)
+        coids = [await trading.submit_limit("MSFT", "buy", 10, 99.5) for _ in range(3)]
+        resting = stack.broker._resting
+
+        async def all_resting() -> bool:
+            return set(coids) <= resting
+
+        await eventually_async(all_resting, timeout_s=5, message="the three orders resting")
+        await stack.quote("MSFT", 99.40, 100, 99.50, 1000)  # crosses all three
+        for coid in coids:
+            await trading.wait_for(coid, {"filled"})
+        assert stack.broker._resting.isdisjoint(coids)
 
 
 async def test_fees_are_charged_per_fill_and_realized_pnl_is_net(redis_url: str) -> None:

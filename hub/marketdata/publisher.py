@@ -9,7 +9,7 @@ grow exactly when Redis is the bottleneck and stay tiny when it is not.
 The flush goes out as one pre-encoded RESP buffer on a lean connection of its
 own (core.resp), opened from the redis-py client's settings: through redis-py's
 pipeline the per-command packing and reply handling cost more CPU than
-everything else the hub does (see the README, section "Performance"). Losing Redis raises
+everything else the hub does (see docs/performance.md). Losing Redis raises
 RedisUnavailableError, as before.
 """
 

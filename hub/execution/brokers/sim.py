@@ -236,6 +236,8 @@ class SimBroker:
                 available[order.side] -= qty
                 order = await self._store.fill(order, Fill(qty, price, self.fee(qty, price, order.side)))
                 self.fills += 1
+                if not order.is_open:  # found by the soak: every filled resting id stayed here for good
+                    self._resting.discard(order.client_order_id)
                 if order.order_type == "market" and order.is_open and self._settings.sim_market_walk:
                     await self._walk(order, price)
             if arriving and self._settings.sim_latency_ns > 0:
