@@ -6,7 +6,7 @@ at the bid) with an immediate-or-cancel limit, never holding more than ``max_pos
 and never with an order still working. Orders go through the execution gateway.
 
 With ``make run`` up (its hub, gateway and spotter are what this agent needs), after
-``source .venv/bin/activate``::
+``source deploy/env.sh``::
 
     python examples/fair_value_taker.py --instruments AAPL --edge 0.002 --clip 10
 

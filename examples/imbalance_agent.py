@@ -1,6 +1,6 @@
 """A custom agent in a dozen lines: order-book imbalance into the cache.
 
-Run it beside the stack of `make run` (its hub streams AAPL), after `source .venv/bin/activate`:
+Run it beside the stack of `make run` (its hub streams AAPL), after `source deploy/env.sh`:
 
     python examples/imbalance_agent.py --instruments AAPL --throttle 250ms
     redis-cli HGET tf:cache:AAPL imbalance

@@ -15,7 +15,7 @@ reaches a real account. Swap ``source="sim"`` for ``"alpaca"`` (with keys) to
 shadow-trade the real market.
 
 Run it (needs only a Redis: ``make run`` starts one on 6379, or ``redis-server &``; with the venv
-active, ``source .venv/bin/activate``)::
+active, ``source deploy/env.sh``)::
 
     python examples/shadow_market_making_algo.py --seconds 30
 
@@ -44,10 +44,9 @@ import logging
 import os
 import sys
 
-import redis.asyncio as aioredis
-
 from agents import DeltaHedger, PnL, QuoteManager, Spotter, SpreadCalculator, Volatility
 from cache import DataCache
+from core.connection import redis_client, spec_from_env
 from core.exitcodes import ExitCode
 from core.keys import DEFAULT_NAMESPACE, PORTFOLIO, Keys
 from core.orders import TERMINAL
@@ -93,7 +92,7 @@ def build_hub(redis_url: str, external: bool, sim_rate: float, namespace: str) -
 
 async def summary(redis_url: str, keys: Keys, agent_prefix: str) -> str:
     """This run's orders (its agents' names start with ``agent_prefix``), positions and PnL, rounded."""
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(spec_from_env(redis_url))  # REDIS_PASSWORD_FILE too, as DataCache does
     try:
         order_keys = [k async for k in client.scan_iter(match=keys.order_pattern(), count=1000)]
         orders = [o for k in order_keys if (o := await client.hgetall(k)).get("agent", "").startswith(agent_prefix)]

@@ -18,8 +18,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "supervisord.conf"
-#: Not part of the running stack: Redis is the soak's own, the summary prints once and exits.
-SKIPPED = ("redis", "summary")
+#: Not part of the running stack: Redis is the soak's own, the summary prints once and exits; the
+#: dashboard reads the stack (it has its own bench row) and would collide with make run's port 8050.
+SKIPPED = ("redis", "summary", "dashboard")
 #: Stopped first (they cancel their orders on the way out), then the rest; as supervisord's priorities do.
 TRADERS = ("quote_manager", "delta_hedger", "pnl")
 
