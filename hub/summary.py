@@ -46,7 +46,7 @@ def summary_text(state: State, dashboard: bool) -> str:
         f"  agents     {len(agents)} running: {', '.join(agents)}",
         "  status     make status, or python -m hub.status --watch 1s",
         "  programs   supervisorctl -c deploy/supervisord.conf status   (restart NAME, stop NAME)",
-        "             (python and supervisorctl: after source .venv/bin/activate)",
+        "             (python, redis-cli and supervisorctl: after source deploy/env.sh)",
         "  logs       var/log/   (one <program>.log each, and supervisord.log)",
     ]
     if dashboard:
