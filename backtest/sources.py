@@ -12,12 +12,11 @@ stays flat in the number of quotes.
 from __future__ import annotations
 
 import heapq
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 
-from core.codec import quote_from_row
+from core.codec import is_clean_row, quote_from_row
 from core.errors import DecodeError
 from hub.marketdata.recording import is_recording, read_recording
 from hub.marketdata.sources.replay import Event, read_csv
@@ -57,7 +56,6 @@ class HistoricalSource:
         return total
 
 
-_INF = math.inf
 
 
 def read_file(path: Path, skipped: list[int]) -> Iterator[Event]:
@@ -67,14 +65,11 @@ def read_file(path: Path, skipped: list[int]) -> Iterator[Event]:
         return
     for symbol, rows in read_recording(path):
         for row in rows:
-            if type(row) is list and len(row) == 6:
+            # the codec's own fast check (types and bounds, as the hub writes rows), then its full decode
+            if type(row) is list and len(row) == 6 and is_clean_row(row):
                 ts_ns, _, bid, bid_size, ask, ask_size = row
-                # as the hub writes them: int ns, float prices and sizes, finite and >= 0 (NaN fails)
-                if (type(ts_ns) is int and type(bid) is float and type(ask) is float and type(bid_size) is float
-                        and type(ask_size) is float and ts_ns >= 0 and 0.0 <= bid < _INF and 0.0 <= ask < _INF
-                        and 0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF):
-                    yield symbol, ts_ns, bid, bid_size, ask, ask_size
-                    continue
+                yield symbol, ts_ns, bid, bid_size, ask, ask_size
+                continue
             try:
                 quote = quote_from_row(symbol, row)
             except (ValueError, TypeError, DecodeError):

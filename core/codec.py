@@ -180,7 +180,7 @@ def _timestamp(value: Any, name: str, raw: bytes) -> int:
     return value
 
 
-def _is_clean(row: list[Any]) -> bool:
+def is_clean_row(row: list[Any]) -> bool:
     """A six-value row exactly as the hub writes it (float prices and sizes, int ns), valid.
 
     One chained test instead of a call per field; NaN fails every comparison,
@@ -196,7 +196,7 @@ def _is_clean(row: list[Any]) -> bool:
 
 def quote_from_row(symbol: str, row: list[Any], raw: bytes = b"") -> Quote:
     """Validate one decoded row. Non-numeric fields and values outside the bounds raise DecodeError."""
-    if _is_clean(row):
+    if is_clean_row(row):
         return quote_from_valid_row(symbol, row)
     ts_event_ns, ts_recv_ns, bid, bid_size, ask, ask_size = row
     return Quote(
@@ -225,7 +225,7 @@ def decode_latest_row(raw: bytes) -> tuple[str, list[Any], int]:
         version, symbol, rows = message
         if version == WIRE_VERSION and type(symbol) is str and type(rows) is list and rows:
             row = rows[-1]
-            if type(row) is list and len(row) == QUOTE_ROW_LEN and _is_clean(row):
+            if type(row) is list and len(row) == QUOTE_ROW_LEN and is_clean_row(row):
                 return symbol, row, len(rows)
     # anything else: accept integer prices and sizes, or raise the precise DecodeError
     symbol, rows = _envelope(raw)
@@ -247,7 +247,7 @@ def decode_latest_usable_row(raw: bytes, usable: RowCheck) -> tuple[str, list[An
     for index in range(count - 2, -1, -1):
         older = rows[index]
         _check_row_shape(older, QUOTE_ROW_LEN, raw)
-        if not _is_clean(older):
+        if not is_clean_row(older):
             older = list(quote_from_row(symbol, older, raw).to_row())
         if usable(older):
             return symbol, older, count, count - 1 - index

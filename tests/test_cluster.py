@@ -180,7 +180,10 @@ def _orders_state(client: RedisCluster, keys: Keys, ids: list[str]) -> tuple[int
     """(open orders, 'new' events per id) once every intent is handled; None before (or mid-failover)."""
     try:
         groups = client.xinfo_groups(keys.order_intents())
-        if not groups or groups[0]["pending"] or groups[0]["lag"]:
+        # Delivered up to the stream's last entry, nothing pending. Not "lag": a promoted replica can
+        # report it as nil (unknown), which read as "no lag" ended the wait with 1,700 intents unread.
+        last_id = client.xinfo_stream(keys.order_intents())["last-generated-id"]
+        if not groups or groups[0]["pending"] or groups[0]["last-delivered-id"] != last_id:
             return None
         news: dict[str, int] = {}
         for _, fields in client.xrange(keys.order_events()):

@@ -146,6 +146,8 @@ def test_bad_settings_fail_at_start_naming_the_setting(processes: ProcessGroup) 
     assert result.returncode == 78 and "alpaca_api_key" in result.stderr
     result = processes.run("-m", "hub.execution", "--price-collar", "5")
     assert result.returncode == 78 and "price_collar" in result.stderr
+    result = processes.run("-m", "hub.execution", "--name", "gw\r\nFLUSHALL")  # the name goes into keys and logs
+    assert result.returncode == 78 and "'name'" in result.stderr and "FLUSHALL\n" not in result.stderr
 
 
 async def test_gateway_in_process_drains_pending_intents_on_start(redis_url: str) -> None:

@@ -18,7 +18,7 @@ from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
 from core.ratelimit import RedisTokenBucket
-from core.settings import build, option, pick
+from core.settings import build, check_name_setting, option, pick
 from core.tasks import run_until_stopped
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
@@ -42,6 +42,7 @@ class GatewaySettings:
                                help="how often the kill switch and reduce-only keys are read")
 
     def __post_init__(self) -> None:
+        check_name_setting(self.name, "name")
         if not 1 <= self.intent_batch <= 10_000:
             raise ConfigError("setting 'intent_batch' must be in [1, 10000]")
         if not 1_000_000 <= self.risk_poll_ns <= 1_000_000_000:
