@@ -79,11 +79,11 @@ async def serve_sharded(agent: TradingAgent, settings: ProcessSettings, stop: as
     clock = clock or SystemClock()
     spec = parse_shard(agent.settings.shard)
     group, member = agent.name, member_id(spec)
-    client = redis_client(settings.redis_url)
-    raw_client = redis_client(settings.redis_url, decode=False)
+    client = redis_client(settings.redis_spec)
+    raw_client = redis_client(settings.redis_spec, decode=False)
     membership = None
     try:
-        await wait_for_redis(client, settings.redis_url, settings.redis_wait_ns)
+        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
         if spec is not None and spec.auto:
             membership = Membership(client, settings.keys.agent_members(group), member,
                                     agent.settings.shard_lease_ns // 1_000_000)

@@ -274,7 +274,8 @@ class TradingClient:
         if fields.get("agent") != self.agent_name:
             return
         key = str(fields.get("client_order_id") or fields.get("target") or "")
-        if not key or str(self._sent_ns.get(key)) != str(fields.get("intent_ts_ns")):
+        sent_ns = self._sent_ns.get(key)
+        if not key or sent_ns is None or str(sent_ns) != str(fields.get("intent_ts_ns")):
             return  # not this client's intent (another client of the same agent, or an older one)
         _remember(self._rejections, key, str(fields.get("reason", "")))
         waiter = self._waiters.get(key)

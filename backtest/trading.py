@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from cache.memory import MemoryRedis
 from core.clock import VirtualClock
+from core.errors import OrderRejected
 from core.intents import encode_intent
 from core.keys import Keys
 from core.orders import TERMINAL, Intent, Order, Position, to_decimal
@@ -56,6 +57,7 @@ class BacktestTradingClient:
         self._counter = itertools.count(1)
         self._callbacks: list[UpdateCallback] = []
         self._waiters: dict[str, asyncio.Event] = {}
+        self._rejections: dict[str, str] = {}  # id (or cancel target) -> the gateway's reason, as live
         self._updates: deque[Order] = deque()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -98,6 +100,7 @@ class BacktestTradingClient:
         self._send(Intent("cancel_all", self.agent_name, symbol=(symbol or "").upper()))
 
     def _send(self, intent: Intent) -> None:
+        self._rejections.pop(intent.client_order_id or intent.target, None)  # a new intent for the id: as live
         self._send_intent(encode_intent(dataclasses.replace(intent, ts_ns=self._clock.time_ns())))
 
     # state ------------------------------------------------------------------------------
@@ -129,6 +132,9 @@ class BacktestTradingClient:
         try:
             while True:
                 event.clear()
+                reason = self._rejections.get(client_order_id)
+                if reason is not None:
+                    raise OrderRejected(client_order_id, reason)
                 order = await self.order(client_order_id)
                 if order is not None and order.status in statuses:
                     return order
@@ -142,10 +148,17 @@ class BacktestTradingClient:
     def on_update(self, callback: UpdateCallback) -> None:
         self._callbacks.append(callback)
 
+    def rejection(self, client_order_id: str) -> str | None:
+        """The gateway's reason if it refused this client's last intent for this id (or cancel target)."""
+        return self._rejections.get(client_order_id)
+
     def _on_exec(self, channel: str, message: Any) -> None:
+        fields = json.loads(message)
+        if fields.get("event") == "intent_rejected":  # no order to build: a refusal, as agents.trading handles it
+            self._on_refusal(fields)
+            return
         if not self._callbacks and not self._waiters:
             return
-        fields = json.loads(message)
         waiter = self._waiters.get(fields.get("client_order_id", ""))
         if waiter is not None:
             waiter.set()
@@ -156,6 +169,16 @@ class BacktestTradingClient:
             self._dispatcher = asyncio.get_running_loop().create_task(
                 self._dispatch(), name=f"{self.agent_name}:trading-updates")
         self._wake.set()
+
+    def _on_refusal(self, fields: dict[str, Any]) -> None:
+        if fields.get("agent") != self.agent_name:
+            return
+        key = str(fields.get("client_order_id") or fields.get("target") or "")
+        if key:
+            self._rejections[key] = str(fields.get("reason", ""))
+            waiter = self._waiters.get(key)
+            if waiter is not None:
+                waiter.set()
 
     async def _dispatch(self) -> None:
         """Callbacks run one at a time in event order, like the live listener task."""

@@ -112,6 +112,32 @@ async def test_a_crossed_quote_behind_usable_ones_leaves_the_last_usable_one() -
     assert round(await spotter.data_cache.get("IBM", "fair_price"), 4) == 182.0633
 
 
+class Reuser(TradingAgent):
+    """Sends one order, then the same id with another qty: the gateway refuses the second visibly."""
+
+    async def run(self, data: Event) -> None:
+        if not getattr(self, "sent", False):
+            self.sent = True
+            await self.trading.submit_limit("XYZ", "buy", 1, "9", client_order_id="reuser-1")
+            await self.trading.submit_limit("XYZ", "buy", 2, "9", client_order_id="reuser-1")
+            try:
+                await self.trading.wait_for("reuser-1", {"filled"}, timeout_s=0.5)
+            except Exception as e:  # the refusal, as live: OrderRejected with the gateway's reason
+                self.outcome = e
+
+
+async def test_a_refused_intent_reaches_the_sender_as_live() -> None:
+    agent = Reuser(config={"instruments": "XYZ", "throttle": "0s", "name": "reuser"})
+    result = await run_backtest(config(), HistoricalSource(streams=[quotes((0, 10, 1, 11, 1), (10, 10, 1, 11, 1))]),
+                                agents=[agent])
+    assert type(agent.outcome).__name__ == "OrderRejected"
+    assert "different order" in (agent.trading.rejection("reuser-1") or "")
+    # the first order stands: no row of it is rejected (before the fix the refusal raised inside the
+    # gateway's publish and was counted as a poison intent with a second rejection)
+    assert {o["client_order_id"] for o in result.orders} == {"reuser-1"}
+    assert "rejected" not in {o.get("status") for o in result.orders}
+
+
 async def run_order(order: dict[str, Any], rows: list[Any], **gateway: Any) -> Any:
     Buyer.order = order
     agent = Buyer(config={"instruments": "XYZ", "throttle": "0s", "name": "buyer"})

@@ -36,9 +36,9 @@ class CancelAllSettings:
 
 
 async def send(process: ProcessSettings, settings: CancelAllSettings) -> None:
-    client = redis_client(process.redis_url)
+    client = redis_client(process.redis_spec)  # the spec: the password file and TLS options apply
     try:
-        await wait_for_redis(client, process.redis_url, process.redis_wait_ns)
+        await wait_for_redis(client, process.redis_spec, process.redis_wait_ns)
         intent = Intent("cancel_all", OPERATOR, symbol=settings.symbol, ts_ns=time.time_ns())
         entry_id = await client.xadd(process.keys.operator_intents(), encode_intent(intent))
         print(f"cancel-all of {settings.symbol or 'every symbol'} sent as {entry_id} "

@@ -146,6 +146,7 @@ class RiskChecks:
             self._held -= 1
         elif reason is None and not await self._bucket.take():
             self.rejections += 1
+            self.rejections_by_check["rate"] = self.rejections_by_check.get("rate", 0) + 1
             reason = (f"order rate limit: more than {self.settings.order_rate:g}/s "
                       f"(burst {self.settings.order_burst}); retry later")
         return reason

@@ -159,10 +159,14 @@ class OrderStore:
         payload = {"event": "intent_rejected", "kind": kind, "agent": agent, "client_order_id": client_order_id,
                    "target": target, "reason": _short(reason), "intent_ts_ns": str(intent_ts_ns),
                    "updated_ns": str(self.clock.time_ns())}
+        notice = json.dumps(payload, separators=(",", ":"))
         pipe = self._client.pipeline(transaction=True)
         pipe.xadd(self._keys.order_events(), payload, maxlen=EVENTS_MAXLEN, approximate=True)
-        pipe.publish(self._keys.exec_channel(), json.dumps(payload, separators=(",", ":")))
+        if not self._keys.cluster:
+            pipe.publish(self._keys.exec_channel(), notice)
         await pipe.execute()
+        if self._keys.cluster:  # as in _commit: redis-py refuses PUBLISH in a cluster MULTI
+            await self._client.publish(self._keys.exec_channel(), notice)
         self.events_written += 1
 
     async def record_many(self, changes: Sequence[tuple[Order, str]]) -> list[Order]:

@@ -84,6 +84,10 @@ def _value(enum_or_str: Any) -> str:
     return str(getattr(enum_or_str, "value", enum_or_str))
 
 
+#: Alpaca's largest page of GET /v2/orders.
+RECENT_ORDERS_LIMIT = 500
+
+
 class AlpacaBroker:
     def __init__(self, store: OrderStore, settings: AlpacaBrokerSettings, pacer: RateGate | None = None) -> None:
         """``pacer``: the request bucket; the gateway process passes one kept in Redis, so a crash loop's
@@ -298,7 +302,10 @@ class AlpacaBroker:
         """Alpaca's orders created since ``since_ns``, any status, with fills (hub.execution.reconcile)."""
         after = datetime.fromtimestamp(since_ns / 1e9, UTC)
         remote = await self._call(self._rest.get_orders, GetOrdersRequest(status=QueryOrderStatus.ALL, after=after,
-                                                                           limit=500))
+                                                                           limit=RECENT_ORDERS_LIMIT))
+        if len(remote) >= RECENT_ORDERS_LIMIT:  # Alpaca's page limit: older ones in the window are not seen
+            log.warning("reconcile: alpaca returned its maximum of %d orders since %s; older orders in that window "
+                        "are not checked", RECENT_ORDERS_LIMIT, after.isoformat())
         return [_adopt(r).evolve(status=_value(r.status), filled_qty=_dec(r.filled_qty or 0),
                                  filled_avg_price=_dec(r.filled_avg_price) if r.filled_avg_price else None)
                 for r in remote if r.client_order_id]
