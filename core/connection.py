@@ -36,7 +36,8 @@ def redact_url(url: str) -> str:
     return _PASSWORD_IN_URL.sub(r"\1:***@", url)
 
 
-_PASSWORD_IN_URL = re.compile(r"^([a-z+]+://[^:@/]*):[^@/]*@", re.IGNORECASE)
+# Greedy to the last "@": a password may hold "/" or "@"; redacting too much is the safe side.
+_PASSWORD_IN_URL = re.compile(r"^([a-z+]+://[^:@/]*):.*@", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)

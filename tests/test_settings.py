@@ -91,6 +91,7 @@ def test_redis_password_never_shown() -> None:
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in settings.display_url
     assert redact_url("redis://:hunter2@db/0") == "redis://:***@db/0"
+    assert redact_url("redis://u:p/w@d@db/0") == "redis://u:***@db/0"  # "/" and "@" in a password stay hidden
     with pytest.raises(ConfigError) as info:
         build(ProcessSettings, {"redis_url": "http://:hunter2@db/0"})
     assert "hunter2" not in str(info.value)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import names
 from hub.dashboard.control import Controls, Refused, check_request
 from hub.dashboard.metrics import registry_for
 from hub.dashboard.settings import ControlToken, DashboardSettings
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 #: Host names a loopback-bound dashboard answers to.
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
-SYMBOL = re.compile(r"^[A-Z0-9.\-/]{1,32}$")
 #: A quiet page still hears from us this often (keeps proxies from closing the stream).
 KEEPALIVE_S = 15.0
 #: Headers on every response: no framing (clickjacking the controls), scripts only from here.
@@ -71,7 +70,7 @@ class Endpoints:
 
     async def events(self, request: Request) -> Response:
         symbol = request.query_params.get("symbol", "").strip().upper()
-        if symbol and not SYMBOL.match(symbol):
+        if symbol and not names.is_symbol(symbol):  # core.names: the one rule
             return JSONResponse({"error": "not a symbol"}, status_code=400)
         stream = _stream(self._state, self._view, symbol, self._settings.poll_ns / 1e9, self._stop)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"x-accel-buffering": "no"})
