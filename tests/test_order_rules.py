@@ -18,6 +18,7 @@ from core.errors import OrderRejected
 from core.intents import encode_intent
 from core.orders import Intent
 from core.ratelimit import RedisTokenBucket
+from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.brokers.sim import SimBrokerSettings
 from tests.execution_helpers import KEYS, sim_stack
 from tests.helpers import ProcessGroup
@@ -207,6 +208,22 @@ async def test_fractional_quantities_follow_alpacas_rules(redis_url: str, symbol
             assert order.status == "filled" and order.filled_qty == Decimal(qty)
         else:
             assert order.status == "rejected" and words in order.reject_reason, order.reject_reason
+
+
+async def test_a_halted_gateway_rejects_a_fractional_order_without_asking_the_broker(redis_url: str) -> None:
+    async with sim_stack(redis_url) as stack:
+        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
+
+        async def unreachable(symbol: str) -> bool:
+            raise BrokerUnavailable("the broker is down")
+
+        stack.broker.fractionable = unreachable  # type: ignore[method-assign]
+        stack.gateway.halted = True
+        await stack.client.set(KEYS.risk_halt(), "1")
+        trading = stack.trading()
+        coid = await trading.submit_market("AAPL", "buy", "0.5")
+        order = await trading.wait_for(coid, timeout_s=5)
+        assert order.status == "rejected" and "halt" in order.reject_reason, order.reject_reason
 
 
 async def _eventually_async(check: Any, timeout_s: float = 5.0) -> None:

@@ -201,7 +201,8 @@ class Gateway:
         working = {side: store.working_qty(order.symbol, side) for side in ("buy", "sell")}
         if replacing is not None:  # the replaced order's quantity makes way for the new one
             working[replacing.side] -= replacing.remaining_qty
-        fractionable = is_fractional(order.qty) and await self._broker.fractionable(order.symbol)
+        # Halted: the state check rejects first, so never ask the broker (it may be the thing that is down).
+        fractionable = is_fractional(order.qty) and not self.halted and await self._broker.fractionable(order.symbol)
         ctx = RiskContext(halted=self.halted, reduce_only=self.reduce_only,
                           position_qty=store.position(order.symbol).qty, open_buy_qty=working["buy"],
                           open_sell_qty=working["sell"], open_count=len(store.open) - (replacing is not None),
