@@ -348,8 +348,11 @@ class AgentRuntime:
         if not self.settings.on_quotes:
             return
         usable_quotes = type(self.agent).usable_quotes
-        for symbol, slot in self._slots.items():
-            fields = await self._client.hgetall(self._keys.latest_quote(symbol))
+        async with self._client.pipeline(transaction=False) as pipe:  # one round trip, not one per symbol
+            for symbol in self._slots:
+                pipe.hgetall(self._keys.latest_quote(symbol))
+            hashes = await pipe.execute()
+        for (symbol, slot), fields in zip(self._slots.items(), hashes, strict=True):
             if not fields:
                 continue
             try:
