@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
@@ -33,6 +33,7 @@ from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
+from core.redis_spec import MULTI_HOST_EXAMPLES, split_hosts
 from core.resp import Address, RespConnection, RespError, Subscription
 
 log = logging.getLogger(__name__)
@@ -61,21 +62,12 @@ class ClusterURL:
 def parse_cluster_url(url: str) -> ClusterURL:
     """Seeds and credentials of a ``redis+cluster://`` URL; ConfigError naming the problem."""
     parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-    seeds = []
-    for item in filter(None, hosts.split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"setting 'redis_url': cluster seed {item!r} is not host:port, "
-                              "e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000/")
-        seeds.append((host, int(port)))
+    username, password, seeds = split_hosts(url, *MULTI_HOST_EXAMPLES["cluster"])
     if not seeds:
         raise ConfigError("setting 'redis_url': a cluster URL needs at least one seed host:port")
     if parts.path not in ("", "/", "/0"):
         raise ConfigError("setting 'redis_url': a Redis Cluster has only database 0; drop the path")
-    return ClusterURL(tuple(seeds), parts.scheme == "rediss+cluster", unquote(username) or None,
-                      unquote(password) or None)
+    return ClusterURL(seeds, parts.scheme == "rediss+cluster", username, password)
 
 
 class _DiscoveringPubSub(ClusterPubSub):  # type: ignore[misc]

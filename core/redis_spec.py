@@ -183,15 +183,32 @@ _MULTI_HOST: dict[str, tuple[Literal["cluster", "sentinel"], bool]] = {
     "redis+sentinel": ("sentinel", False), "rediss+sentinel": ("sentinel", True)}
 
 
-def _multi_host_spec(url: str, scheme: str) -> RedisSpec:
-    topology, tls = _MULTI_HOST[scheme]
+def split_hosts(url: str, what: str, example: str) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
+    """(username, password, hosts) of a URL of several ``host:port`` (urlsplit cannot read them);
+    ConfigError naming a host that is not ``host:port``. Shared by core.cluster and core.sentinel."""
     userinfo, _, hosts = url.partition("://")[2].partition("/")[0].rpartition("@")
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-    first = hosts.split(",")[0]
-    host, _, port = first.rpartition(":")
-    return RedisSpec(scheme="rediss" if tls else "redis", host=host or "127.0.0.1",
-                     port=int(port) if port.isdigit() else 6379, username=unquote(username) or None,
-                     password=unquote(password) or None, topology=topology, seed_url=url)
+    seeds = []
+    for item in filter(None, hosts.split(",")):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"setting 'redis_url': {what} {item!r} is not host:port, e.g. {example}")
+        seeds.append((host, int(port)))
+    return unquote(username) or None, unquote(password) or None, tuple(seeds)
+
+
+#: (what a host is called, an example URL) per topology, for split_hosts' errors.
+MULTI_HOST_EXAMPLES = {
+    "cluster": ("cluster seed", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000/"),
+    "sentinel": ("sentinel", "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")}
+
+
+def _multi_host_spec(url: str, scheme: str) -> RedisSpec:
+    topology, tls = _MULTI_HOST[scheme]
+    username, password, seeds = split_hosts(url, *MULTI_HOST_EXAMPLES[topology])
+    host, port = seeds[0] if seeds else ("127.0.0.1", 6379)  # none: core.cluster/sentinel refuse the URL
+    return RedisSpec(scheme="rediss" if tls else "redis", host=host, port=port, username=username,
+                     password=password, topology=topology, seed_url=url)
 
 
 def redact_multi_host_url(url: str) -> str:

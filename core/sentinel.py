@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from core.errors import ConfigError
+from core.redis_spec import MULTI_HOST_EXAMPLES, split_hosts
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 
@@ -43,21 +44,13 @@ class SentinelURL:
 
 def parse_sentinel_url(url: str) -> SentinelURL:
     parts = urlsplit(url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-    sentinels = []
-    for item in filter(None, hosts.split(",")):
-        host, _, port = item.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"setting 'redis_url': sentinel {item!r} is not host:port, "
-                              "e.g. redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")
-        sentinels.append((host, int(port)))
+    username, password, sentinels = split_hosts(url, *MULTI_HOST_EXAMPLES["sentinel"])
     path = [p for p in parts.path.split("/") if p]
     if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
         raise ConfigError("setting 'redis_url': a Sentinel URL is redis+sentinel://host:port[,host:port]/"
                           "<master name>[/<db>], e.g. redis+sentinel://10.0.0.1:26379/mymaster")
-    return SentinelURL(tuple(sentinels), path[0], int(path[1]) if len(path) == 2 else 0,
-                       parts.scheme == "rediss+sentinel", unquote(username) or None, unquote(password) or None)
+    return SentinelURL(sentinels, path[0], int(path[1]) if len(path) == 2 else 0,
+                       parts.scheme == "rediss+sentinel", username, password)
 
 
 def sentinel_client(url: str, *, decode: bool = True, password: str | None = None) -> aioredis.Redis:
