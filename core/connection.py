@@ -7,22 +7,21 @@ import logging
 import os
 import random
 import re
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.cluster import cluster_client, is_cluster_url, parse_cluster_url
-from core.errors import ConfigError, RedisUnavailableError
+from core.errors import RedisUnavailableError
 from core.keys import Keys
 from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
+from core.refusals import redis_config_error
 from core.sentinel import is_sentinel_url, parse_sentinel_url, resolve_master, sentinel_client
 from core.settings import check_name_setting, format_duration_ns, option
 
@@ -103,26 +102,6 @@ def redis_client(target: str | RedisSpec, *, decode: bool = True) -> SpecRedis:
                        **spec.redis_py_kwargs())
     client.spec = spec
     return client
-
-
-def redis_config_error(spec: RedisSpec, error: Exception) -> ConfigError | None:
-    """The ConfigError a refusal by Redis means (bad password, missing rights, bad db), or None if transient."""
-    text = str(error)
-    at = spec.display
-    if isinstance(error, RedisAuthenticationError) or text.startswith(("WRONGPASS", "NOAUTH", "invalid password")):
-        return ConfigError(f"Redis at {at} refused the credentials ({text.split('.')[0]}); check the user in "
-                           "--redis-url and the password in --redis-password-file (make run writes them to "
-                           "var/secrets/)")
-    if text.startswith("NOPERM"):
-        return ConfigError(f"Redis at {at}: the user {spec.username or 'default'!r} lacks a right it needs "
-                           f"({text}); regenerate the ACL with deploy/setup-redis-acl.sh")
-    if "DB index is out of range" in text or text == "Invalid Database":
-        return ConfigError(f"Redis at {at} has no database {spec.db}; use a database in 0..15 "
-                           "(or raise 'databases' in redis.conf)")
-    if isinstance(error, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
-        return ConfigError(f"TLS to Redis at {at} failed ({text}); check ssl_ca_certs / ssl_certfile / "
-                           "ssl_keyfile in the URL")
-    return None
 
 
 def _fatal(spec: RedisSpec, error: Exception, deadline: float) -> Exception | None:

@@ -33,6 +33,7 @@ import hiredis
 
 from core.errors import ConfigError, RedisUnavailableError
 from core.redis_spec import RedisSpec
+from core.refusals import redis_config_error
 
 Value = Any  # bytes | int | list[Value] | RespError | None
 MessageCallback = Callable[[bytes, bytes], None]
@@ -129,16 +130,6 @@ class _Protocol(asyncio.Protocol):
             self.closed.exception()
 
 
-def _refusal(address: RedisSpec, error: RespError) -> ConfigError:
-    text = str(error)
-    if text.startswith(("WRONGPASS", "NOAUTH", "ERR invalid password")):
-        return ConfigError(f"Redis at {address.display} refused the credentials ({text.split('.')[0]}); check the "
-                           "user in --redis-url and the password in --redis-password-file")
-    if "DB index is out of range" in text:
-        return ConfigError(f"Redis at {address.display} has no database {address.db}; use a database in 0..15")
-    return ConfigError(f"Redis at {address.display} refused the connection setup: {text}")
-
-
 class RespConnection:
     """One connection; ``send`` pipelines pre-encoded commands."""
 
@@ -172,7 +163,8 @@ class RespConnection:
                 await connection.send(command(b"SELECT", b"%d" % address.db), 1)
         except RespError as e:  # the same refusals redis-py reports at connect: a human must fix them
             connection.close()
-            raise _refusal(address, e) from None
+            raise redis_config_error(address, e) or ConfigError(
+                f"Redis at {address.display} refused the connection setup: {e}") from None
         return connection
 
     def send(self, buf: bytes, replies: int) -> asyncio.Future[Value]:

@@ -14,6 +14,7 @@ from core.connection import ProcessSettings, redact_url
 from core.errors import ConfigError
 from core.exitcodes import ExitCode
 from core.redis_spec import RedisSpec, parse_redis_url, spec_from_redis_py_kwargs
+from core.resp import RespConnection
 from core.settings import build
 from tests.helpers import ProcessGroup, eventually
 
@@ -153,3 +154,15 @@ def test_unreachable_redis_says_it_is_waiting_at_once(processes: ProcessGroup) -
     eventually(lambda: "waiting for Redis at redis://:***@127.0.0.1:1/0" in processes.output(proc), timeout_s=10,
                message="the waiting line")
     assert SECRET not in processes.output(proc)
+
+
+@pytest.mark.parametrize(("url_tail", "fix"), [(":not-the-password@{host}/0", "--redis-password-file"),
+                                               (":" + SECRET + "@{host}/99", "0..15")])
+async def test_the_lean_client_names_the_fix_for_a_refusal(password_server: RedisServer, url_tail: str,
+                                                          fix: str) -> None:
+    """The hub's publisher (core.resp) words a refusal as redis-py's clients do (core.refusals), naming the fix."""
+    spec = parse_redis_url("redis://" + url_tail.format(host=f"127.0.0.1:{password_server.port}"))
+    with pytest.raises(ConfigError) as refused:
+        await RespConnection.open(spec)
+    assert fix in str(refused.value)
+    assert SECRET not in str(refused.value) and "not-the-password" not in str(refused.value)
