@@ -150,15 +150,20 @@ class Keys:
     def _orders(self, *parts: str) -> str:
         return self._name("{orders}", *parts) if self.cluster else self._name(*parts)
 
+    def _orders_named(self, part: str) -> str:
+        """A name that keeps its ``orders`` segment on one node (``tf:orders:intents``): on a cluster the
+        segment becomes the slot's tag (``tf:{orders}:intents``)."""
+        return self._name("{orders}" if self.cluster else "orders", part)
+
     def order_intents(self) -> str:
-        return self._name("{orders}", "intents") if self.cluster else self._name("orders", "intents")
+        return self._orders_named("intents")
 
     def operator_intents(self) -> str:
         # one XREADGROUP reads both intent streams: on a cluster they must share a slot
-        return self._name("{orders}", "operator") if self.cluster else self._name("orders", "operator")
+        return self._orders_named("operator")
 
     def order_events(self) -> str:
-        return self._name("{orders}", "events") if self.cluster else self._name("orders", "events")
+        return self._orders_named("events")
 
     def exec_channel(self) -> str:
         return self._name("md", "exec")
@@ -170,7 +175,7 @@ class Keys:
         return self._orders("order", "*")
 
     def open_orders(self) -> str:
-        return self._name("{orders}", "open") if self.cluster else self._name("orders", "open")
+        return self._orders_named("open")
 
     def position(self, symbol: str) -> str:
         return self._orders("position", symbol)
