@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 
 from core.clock import Clock, SystemClock
 from core.errors import OrderRejected
-from core.intents import encode_intent, replace_difference, submit_difference
+from core.intents import encode_intent, refusal_key, replace_difference, submit_difference
 from core.keys import Keys
 from core.orders import REJECTED, TERMINAL, Intent, Order, Position, to_decimal
 
@@ -73,7 +73,7 @@ class TradingClient:
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._sent: dict[str, Intent] = {}  # client_order_id -> the submit/replace this client sent with it
-        self._rejections: dict[str, str] = {}  # client_order_id or cancel target -> the gateway's reason
+        self._rejections: dict[str, str] = {}  # core.intents.refusal_key -> the gateway's reason
         self._sent_ns: dict[str, int] = {}  # the same key -> ts_ns of this client's last intent for it
 
     def new_client_order_id(self) -> str:
@@ -117,7 +117,7 @@ class TradingClient:
 
     async def _send(self, intent: Intent) -> None:
         await self._ensure_listener()  # subscribed before the intent goes out: a refusal cannot be missed
-        key = intent.client_order_id or intent.target
+        key = refusal_key(intent.kind, intent.client_order_id, intent.target)
         self._rejections.pop(key, None)
         if intent.client_order_id:
             _remember(self._sent, intent.client_order_id, intent)
@@ -155,16 +155,18 @@ class TradingClient:
 
     # updates --------------------------------------------------------------------------------
 
-    def rejection(self, client_order_id: str) -> str | None:
-        """The gateway's reason if it refused this client's last intent for this id (or cancel target)."""
-        return self._rejections.get(client_order_id)
+    def rejection(self, client_order_id: str, *, cancel: bool = False) -> str | None:
+        """The gateway's reason if it refused this client's last submit/replace with this id (with
+        ``cancel=True``: its last cancel of this order)."""
+        return self._rejections.get(refusal_key("cancel" if cancel else "", client_order_id, client_order_id))
 
     async def wait_for(self, client_order_id: str, statuses: Collection[str] = TERMINAL,
                        timeout_s: float = 5.0) -> Order:
         """The order once its status is one of ``statuses``; TimeoutError after ``timeout_s``.
 
         Raises :class:`OrderRejected` when the gateway refused this client's intent for the id
-        without an order of its own (e.g. the id was already used for a different order)."""
+        without an order of its own (e.g. the id was already used for a different order), or refused
+        its cancel of the order and the order is not (yet) in ``statuses``."""
         await self._ensure_listener()
         event = self._waiters.setdefault(client_order_id, asyncio.Event())
         loop = asyncio.get_running_loop()
@@ -176,7 +178,8 @@ class TradingClient:
                 order = await self.order(client_order_id)  # read after subscribing: no update is missed
                 foreign = order is not None and self._not_ours(order)
                 if order is not None and order.status in statuses and not foreign:
-                    return order
+                    return order  # even after a refused cancel: the order did what was waited for
+                self._raise_if_refused(client_order_id, cancel=True)
                 remaining_s = deadline - loop.time()
                 if remaining_s <= 0:
                     if foreign:
@@ -189,10 +192,10 @@ class TradingClient:
         finally:
             self._waiters.pop(client_order_id, None)
 
-    def _raise_if_refused(self, key: str) -> None:
-        reason = self._rejections.get(key)
+    def _raise_if_refused(self, client_order_id: str, *, cancel: bool = False) -> None:
+        reason = self.rejection(client_order_id, cancel=cancel)
         if reason is not None:
-            raise OrderRejected(key, reason)
+            raise OrderRejected(client_order_id, reason)
 
     def _not_ours(self, order: Order) -> bool:
         """True when the stored order is not the one this client asked for under that id."""
@@ -273,7 +276,8 @@ class TradingClient:
     def _on_refusal(self, fields: dict[str, Any]) -> None:
         if fields.get("agent") != self.agent_name:
             return
-        key = str(fields.get("client_order_id") or fields.get("target") or "")
+        key = refusal_key(str(fields.get("kind", "")), str(fields.get("client_order_id") or ""),
+                          str(fields.get("target") or ""))
         sent_ns = self._sent_ns.get(key)
         if not key or sent_ns is None or str(sent_ns) != str(fields.get("intent_ts_ns")):
             return  # not this client's intent (another client of the same agent, or an older one)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from cache.memory import MemoryRedis
 from core.clock import VirtualClock
 from core.errors import OrderRejected
-from core.intents import encode_intent
+from core.intents import encode_intent, refusal_key
 from core.keys import Keys
 from core.orders import TERMINAL, Intent, Order, Position, to_decimal
 
@@ -57,7 +57,7 @@ class BacktestTradingClient:
         self._counter = itertools.count(1)
         self._callbacks: list[UpdateCallback] = []
         self._waiters: dict[str, asyncio.Event] = {}
-        self._rejections: dict[str, str] = {}  # id (or cancel target) -> the gateway's reason, as live
+        self._rejections: dict[str, str] = {}  # core.intents.refusal_key -> the gateway's reason, as live
         self._updates: deque[Order] = deque()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -100,7 +100,8 @@ class BacktestTradingClient:
         self._send(Intent("cancel_all", self.agent_name, symbol=(symbol or "").upper()))
 
     def _send(self, intent: Intent) -> None:
-        self._rejections.pop(intent.client_order_id or intent.target, None)  # a new intent for the id: as live
+        # a new intent for the id: as live
+        self._rejections.pop(refusal_key(intent.kind, intent.client_order_id, intent.target), None)
         self._send_intent(encode_intent(dataclasses.replace(intent, ts_ns=self._clock.time_ns())))
 
     # state ------------------------------------------------------------------------------
@@ -132,12 +133,13 @@ class BacktestTradingClient:
         try:
             while True:
                 event.clear()
-                reason = self._rejections.get(client_order_id)
-                if reason is not None:
+                if (reason := self.rejection(client_order_id)) is not None:
                     raise OrderRejected(client_order_id, reason)
                 order = await self.order(client_order_id)
                 if order is not None and order.status in statuses:
-                    return order
+                    return order  # even after a refused cancel, as live
+                if (reason := self.rejection(client_order_id, cancel=True)) is not None:
+                    raise OrderRejected(client_order_id, reason)
                 if self._clock.monotonic_ns() >= deadline_ns:
                     state = order.status if order else "unknown to the gateway"
                     raise TimeoutError(f"order {client_order_id} still {state} after {timeout_s}s")
@@ -148,9 +150,9 @@ class BacktestTradingClient:
     def on_update(self, callback: UpdateCallback) -> None:
         self._callbacks.append(callback)
 
-    def rejection(self, client_order_id: str) -> str | None:
-        """The gateway's reason if it refused this client's last intent for this id (or cancel target)."""
-        return self._rejections.get(client_order_id)
+    def rejection(self, client_order_id: str, *, cancel: bool = False) -> str | None:
+        """As :meth:`agents.trading.TradingClient.rejection`."""
+        return self._rejections.get(refusal_key("cancel" if cancel else "", client_order_id, client_order_id))
 
     def _on_exec(self, channel: str, message: Any) -> None:
         fields = json.loads(message)
@@ -173,7 +175,8 @@ class BacktestTradingClient:
     def _on_refusal(self, fields: dict[str, Any]) -> None:
         if fields.get("agent") != self.agent_name:
             return
-        key = str(fields.get("client_order_id") or fields.get("target") or "")
+        key = refusal_key(str(fields.get("kind", "")), str(fields.get("client_order_id") or ""),
+                          str(fields.get("target") or ""))
         if key:
             self._rejections[key] = str(fields.get("reason", ""))
             waiter = self._waiters.get(key)

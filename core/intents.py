@@ -56,6 +56,12 @@ class IntentError(ValueError):
     """A stream entry that is not a valid intent; the message says what is wrong."""
 
 
+def refusal_key(kind: str, client_order_id: str, target: str) -> str:
+    """Where a client files the gateway's refusal of an intent: a refused cancel of X is news about the
+    cancel, not about X (which may still fill), so it must not be read as X's own refusal."""
+    return f"cancel:{target}" if kind == "cancel" else client_order_id or target
+
+
 def encode_intent(intent: Intent) -> dict[str, str]:
     fields = {"v": INTENT_VERSION, "kind": intent.kind, "agent": intent.agent, "ts_ns": str(intent.ts_ns)}
     optional = {"client_order_id": intent.client_order_id, "target": intent.target, "symbol": intent.symbol,

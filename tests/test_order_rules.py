@@ -83,6 +83,21 @@ async def test_an_agent_cannot_cancel_or_replace_another_agents_order(redis_url:
         assert (await alice.wait_for(coid)).status == "canceled"
 
 
+async def test_a_refused_cancel_is_news_about_the_cancel_not_the_order(redis_url: str) -> None:
+    async with sim_stack(redis_url) as stack:
+        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
+        alice, mallory = stack.trading("alice"), stack.trading("mallory")
+        coid = await alice.submit_limit("AAPL", "buy", 1, "99")
+        await alice.wait_for(coid, {"new"})
+        await mallory.cancel(coid)
+        with pytest.raises(OrderRejected, match="belongs to agent alice"):
+            await mallory.wait_for(coid, {"canceled"})
+        assert "belongs to agent alice" in (mallory.rejection(coid, cancel=True) or "")
+        assert mallory.rejection(coid) is None  # the order itself was not refused
+        await stack.quote("AAPL", 98.50, 100, 98.90, 100)  # the ask trades through alice's bid
+        assert (await mallory.wait_for(coid, {"filled"})).status == "filled"
+
+
 async def test_only_the_operator_stream_cancels_everyones_orders(redis_url: str, processes: ProcessGroup) -> None:
     async with sim_stack(redis_url) as stack:
         await stack.quote("AAPL", 99.99, 100, 100.01, 100)
