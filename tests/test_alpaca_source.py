@@ -153,6 +153,10 @@ def test_symbols_added_at_runtime_without_reconnecting(server: ServerThread, pro
     assert server.server.connections == 1
     subscribes = [a for _, a in server.server.actions if a.get("action") == "subscribe"]
     assert len(subscribes) == 2
+    # no agent's heartbeat wants TSLA: after the grace it is unsubscribed on the same connection
+    eventually(lambda: server.server.subscribed() == {"AAPL"}, timeout_s=20, message="TSLA unsubscribed")
+    assert [a.get("quotes") for _, a in server.server.actions if a.get("action") == "unsubscribe"] == [["TSLA"]]
+    assert server.server.connections == 1
 
 
 def test_silent_stall_forces_reconnect(server: ServerThread, processes: ProcessGroup,

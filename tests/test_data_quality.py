@@ -294,7 +294,8 @@ async def test_wanted_members_lapse_after_the_grace_unless_a_live_heartbeat_want
         assert await demand.expire(now_ns=DEMAND_GRACE_NS - 1) == []
         assert await demand.expire(now_ns=DEMAND_GRACE_NS) == ["GONE", "b'BAD SYM'"]
         assert await aredis.smembers(KEYS.wanted_symbols()) == {"LIVE", "CONF"}
-        assert demand.lapsed == 2 and demand.symbols == ("CONF", "GONE", "LIVE")  # still streamed
+        assert demand.lapsed == 2 and demand.symbols == ("CONF", "LIVE")  # GONE no longer streamed
+        assert demand.dropped == ("GONE",)  # what the source is told to drop; CONF is --symbols
     finally:
         await raw.aclose()
 

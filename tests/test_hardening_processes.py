@@ -88,9 +88,14 @@ def test_demand_lapses_with_the_heartbeats_of_the_agents_that_wanted_it(processe
     eventually(lambda: sync_redis.smembers(KEYS.wanted_symbols()) == {"MSFT"}, timeout_s=20,
                message="TSLA demand lapsed")
     eventually(lambda: _hub_field(sync_redis, "lapsed_wanted") == "1", message="lapse counted")
+    eventually(lambda: _hub_field(sync_redis, "symbols") == "AAPL,MSFT", message="TSLA no longer streamed")
+    published_tsla, published_aapl = _hub_field(sync_redis, "published:TSLA"), _hub_field(sync_redis, "published:AAPL")
+    eventually(lambda: _hub_field(sync_redis, "published:AAPL") != published_aapl, message="a later heartbeat")
+    assert _hub_field(sync_redis, "published:TSLA") == published_tsla  # the sim dropped it, not just the set
     keeper.send_signal(signal.SIGKILL)  # no clean-up: its heartbeat has to expire first
     keeper.wait(10)
     eventually(lambda: not sync_redis.smembers(KEYS.wanted_symbols()), timeout_s=30, message="MSFT demand lapsed")
+    eventually(lambda: _hub_field(sync_redis, "symbols") == "AAPL", message="only --symbols left")
     assert hub.poll() is None
 
 

@@ -52,6 +52,8 @@ class SymbolDemand:
         self._bad: set[bytes] = set()
         self._unbacked_since_ns: dict[bytes, int] = {}
         self.lapsed = 0
+        #: the streamed symbols the last :meth:`expire` took out of ``symbols`` (for the source)
+        self.dropped: tuple[str, ...] = ()
 
     @property
     def bad_members(self) -> int:
@@ -87,7 +89,8 @@ class SymbolDemand:
         return {s for v in values if isinstance(v, bytes) for s in v.decode(errors="replace").split(",") if s}
 
     async def expire(self, now_ns: int | None = None) -> list[str]:
-        """Remove members no live heartbeat has wanted for ``DEMAND_GRACE_NS``; return them."""
+        """Remove members no live heartbeat has wanted for ``DEMAND_GRACE_NS``; return them. Those that
+        were streamed (not ``--symbols``) leave ``symbols`` and are in ``dropped``."""
         now_ns = time.monotonic_ns() if now_ns is None else now_ns
         members = await self._client.smembers(self._keys.wanted_symbols())
         backed = await self.live_wants() | self._configured
@@ -99,6 +102,7 @@ class SymbolDemand:
                 self._unbacked_since_ns.pop(member, None)
             elif now_ns - self._unbacked_since_ns.setdefault(member, now_ns) >= DEMAND_GRACE_NS:
                 due.append(member)
+        self.dropped = ()
         if not due:
             return []
         await self._client.srem(self._keys.wanted_symbols(), *due)
@@ -111,6 +115,8 @@ class SymbolDemand:
         for member in due:
             self._unbacked_since_ns.pop(member, None)
         self.lapsed += len(lapsed)
+        self.dropped = tuple(s for s in self.symbols if s in lapsed and s not in self._configured)
+        self.symbols = tuple(s for s in self.symbols if s not in self.dropped)
         if lapsed:
             log.info("no live agent wants %s any more: removed from %s", ",".join(lapsed),
                      self._keys.wanted_symbols())
@@ -138,6 +144,9 @@ class SymbolDemand:
         try:
             await self._add_new(source)
             await self.expire()
+            if self.dropped:
+                log.info("no longer streaming %s", ",".join(self.dropped))
+                await source.remove_symbols(self.dropped)
         except Exception as e:
             if not retryable(e):
                 raise

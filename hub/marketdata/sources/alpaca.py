@@ -142,6 +142,22 @@ class AlpacaSource:
         except (WebSocketException, OSError) as e:
             log.info("could not subscribe %s now (%s); will on reconnect", ",".join(new), e)
 
+    async def remove_symbols(self, symbols: tuple[str, ...]) -> None:
+        gone = tuple(s for s in symbols if s in self._symbols)
+        if not gone:
+            return
+        self._symbols = tuple(s for s in self._symbols if s not in gone)
+        self._pending_adds.difference_update(gone)
+        stream = self._stream
+        if stream is None:
+            return  # the next connection subscribes to what is left
+        for symbol in gone:  # the SDK's own unsubscribe would block on run_coroutine_threadsafe
+            stream._handlers["quotes"].pop(symbol, None)
+        try:
+            await stream._send_unsubscribe_msg("quotes", list(gone))
+        except (WebSocketException, OSError) as e:
+            log.info("could not unsubscribe %s now (%s); the next connection leaves them out", ",".join(gone), e)
+
     def status(self) -> Mapping[str, str | int | float]:
         now_ns, (mark_ns, mark_count) = time.monotonic_ns(), self._rate_mark
         self._rate_mark = (now_ns, self.stats.received)

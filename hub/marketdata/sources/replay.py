@@ -109,6 +109,9 @@ class ReplaySource:
     async def add_symbols(self, symbols: tuple[str, ...]) -> None:
         """A replay publishes what the file holds; demand does not change it."""
 
+    async def remove_symbols(self, symbols: tuple[str, ...]) -> None:
+        """As add_symbols: the file decides."""
+
     def status(self) -> Mapping[str, str | int | float]:
         return {"connection": self._state, "replayed": self.replayed, "skipped": len(self.skipped),
                 "replay_ts_ns": self._last_ts_ns, "file": self._settings.file}

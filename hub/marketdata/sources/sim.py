@@ -77,6 +77,13 @@ class SimMarket:
                 self._mids[symbol] = start_price(symbol)
         self._rescale()
 
+    def remove(self, symbols: tuple[str, ...]) -> None:
+        gone = set(symbols)
+        self.symbols = [s for s in self.symbols if s not in gone]
+        for symbol in gone:
+            self._mids.pop(symbol, None)
+        self._rescale()
+
     def _rescale(self) -> None:
         per_symbol_interval_s = max(len(self.symbols), 1) / self._rate
         self._sigma = self._volatility * math.sqrt(per_symbol_interval_s / SECONDS_PER_YEAR)
@@ -118,6 +125,9 @@ class SimSource:
 
     async def add_symbols(self, symbols: tuple[str, ...]) -> None:
         self.market.add(symbols)
+
+    async def remove_symbols(self, symbols: tuple[str, ...]) -> None:
+        self.market.remove(symbols)
 
     def status(self) -> Mapping[str, str | int | float]:
         return {"connection": "simulated", "emitted": self.emitted, "shortfall": self.shortfall}
