@@ -13,6 +13,8 @@
   each master's share of the masters' CPU (a third each is the fan-out spread over the shards), and the
   Redis-bound ceiling: delivered per CPU second of the busiest node, the rate at which that node would
   fill a core of its own (an extrapolation: it assumes the subscribers keep up and costs stay linear).
+- ``no_replicas`` (full mode only): the cluster case again on 3 masters without replicas, which shows
+  what the replication stream costs (every SPUBLISH is propagated to the shard's replicas).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from core.codec import encode_quote_rows
 from core.connection import redis_client
 from core.keys import Keys
 from core.resp import Address, RespConnection, Subscription, command
+from tests.cluster import redis_cluster
 
 SYMBOLS = [f"F{i:02d}" for i in range(50)]
 SUBSCRIBERS = 4
@@ -165,6 +168,22 @@ def masters_first(ports: list[int]) -> tuple[list[int], list[int]]:
     return roles["master"], roles["slave"]
 
 
+def _ceiling(result: dict[str, Any], masters: int) -> float:
+    """Delivered per CPU second of the busiest master."""
+    return float(result["delivered"] / max(max(result["redis_cpu_s"][:masters]), 1e-9))
+
+
+def _without_replicas(node: dict[str, Any], warmup_s: float, window_s: float) -> dict[str, Any]:
+    with redis_cluster(replicas=0) as bare:
+        result = measure(bare.url, Keys("tf", cluster=True), bare.ports, warmup_s, window_s)
+    ceiling = _ceiling(result, len(bare.ports))
+    return {"delivered_per_s": round(result["delivered_per_s"]),
+            "vs_node": round(result["delivered_per_s"] / node["delivered_per_s"], 2),
+            "masters_cpu_s": [round(c, 2) for c in result["redis_cpu_s"]],
+            "delivered_per_master_cpu_s": round(result["delivered_per_redis_cpu_s"]),
+            "ceiling_per_s": round(ceiling), "ceiling_vs_node": round(ceiling / node["delivered_per_redis_cpu_s"], 2)}
+
+
 def run(node_url: str, cluster_url: str, cluster_ports: list[int], smoke: bool) -> dict[str, Any]:
     warmup_s, window_s = (0.2, 0.5) if smoke else (0.5, 3.0)
     node_port = int(node_url.rsplit(":", 1)[1].split("/")[0])
@@ -172,7 +191,7 @@ def run(node_url: str, cluster_url: str, cluster_ports: list[int], smoke: bool) 
     node = measure(node_url, Keys("tf"), [node_port], warmup_s, window_s)
     sharded = measure(cluster_url, Keys("tf", cluster=True), masters + replicas, warmup_s, window_s)
     masters_cpu = sharded["redis_cpu_s"][:len(masters)]
-    return {
+    out = {
         "setup": {"symbols": len(SYMBOLS), "subscribers": SUBSCRIBERS, "message_bytes": len(message(SYMBOLS[0])),
                   "quotes_per_message": 1, "window_s": window_s, "in_flight_max_msgs": WINDOW_MSGS},
         "node_delivered_per_s": round(node["delivered_per_s"]),
@@ -189,5 +208,8 @@ def run(node_url: str, cluster_url: str, cluster_ports: list[int], smoke: bool) 
         "node_publisher_cpu_s": round(node["publisher_cpu_s"], 2),
         "cluster_publisher_cpu_s": round(sharded["publisher_cpu_s"], 2),
         "node_ceiling_per_s": round(node["delivered_per_redis_cpu_s"]),
-        "cluster_ceiling_per_s": round(sharded["delivered"] / max(max(masters_cpu), 1e-9)),
+        "cluster_ceiling_per_s": round(_ceiling(sharded, len(masters))),
     }
+    if not smoke:  # a second cluster start (~3 s): the suite's smoke run stays short
+        out["no_replicas"] = _without_replicas(node, warmup_s, window_s)
+    return out

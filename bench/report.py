@@ -59,6 +59,10 @@ def _cluster(r: dict[str, Any], row: Any) -> None:
         row("  busiest master's share of CPU", f"{f['busiest_master_share']:.2f}", "", "")
         row("  Redis-bound ceiling, msg/s", _k(f["cluster_ceiling_per_s"]), f"node {_k(f['node_ceiling_per_s'])}",
             "", round(f["cluster_ceiling_per_s"] / f["node_ceiling_per_s"], 2))
+        if "no_replicas" in f:
+            n = f["no_replicas"]
+            row("  no replicas: msg/s; ceiling", f"{_k(n['delivered_per_s'])}; {_k(n['ceiling_per_s'])}", "", "",
+                f"{n['vs_node']}; {n['ceiling_vs_node']}")
     row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
 
 
