@@ -65,10 +65,17 @@ async def _count(url: str, channels: list[str], counter: Counter, ready: Any) ->
     def on_message(channel: bytes, data: bytes) -> None:
         nonlocal received
         received += 1
-        if not received & 63:  # a store to shared memory every 64 messages: the count, nearly free
-            counter.value = received
 
-    await subscription.listen(on_message)
+    async def report() -> None:  # to shared memory every millisecond, not per message
+        while True:
+            counter.value = received
+            await asyncio.sleep(0.001)
+
+    reporter = asyncio.ensure_future(report())
+    try:
+        await subscription.listen(on_message)
+    finally:
+        reporter.cancel()
 
 
 def subscriber(url: str, channels: list[str], counter: Counter, ready: Any) -> None:
@@ -122,6 +129,10 @@ async def _publish(url: str, keys: Keys, counters: list[Counter], ports: list[in
         elapsed_s = time.monotonic() - started
         if elapsed_s >= warmup_s + window_s * len(marks):
             marks.append(_cpu_mark(counters, ports, pids))
+    settled_at = time.monotonic() + STALL_S
+    while min(c.value for c in counters) < published and time.monotonic() < settled_at:
+        await asyncio.sleep(0.005)  # the last messages on their way: then every one is counted
+    lost = published * len(counters) - sum(c.value for c in counters)
     for connection in groups:
         connection.close()
     await client.aclose()
@@ -129,7 +140,7 @@ async def _publish(url: str, keys: Keys, counters: list[Counter], ports: list[in
     cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
     return {"delivered_per_s": (n1 - n0) / (t1 - t0), "delivered": n1 - n0, "redis_cpu_s": cpu,
             "delivered_per_redis_cpu_s": (n1 - n0) / max(sum(cpu), 1e-9), "subscribers_cpu_s": subs1 - subs0,
-            "publisher_cpu_s": pub1 - pub0}
+            "publisher_cpu_s": pub1 - pub0, "published": published, "lost": lost}
 
 
 def measure(url: str, keys: Keys, ports: list[int], warmup_s: float, window_s: float) -> dict[str, Any]:
@@ -177,7 +188,7 @@ def _without_replicas(node: dict[str, Any], warmup_s: float, window_s: float) ->
     with redis_cluster(replicas=0) as bare:
         result = measure(bare.url, Keys("tf", cluster=True), bare.ports, warmup_s, window_s)
     ceiling = _ceiling(result, len(bare.ports))
-    return {"delivered_per_s": round(result["delivered_per_s"]),
+    return {"delivered_per_s": round(result["delivered_per_s"]), "lost": result["lost"],
             "vs_node": round(result["delivered_per_s"] / node["delivered_per_s"], 2),
             "masters_cpu_s": [round(c, 2) for c in result["redis_cpu_s"]],
             "delivered_per_master_cpu_s": round(result["delivered_per_redis_cpu_s"]),
@@ -194,6 +205,8 @@ def run(node_url: str, cluster_url: str, cluster_ports: list[int], smoke: bool) 
     out = {
         "setup": {"symbols": len(SYMBOLS), "subscribers": SUBSCRIBERS, "message_bytes": len(message(SYMBOLS[0])),
                   "quotes_per_message": 1, "window_s": window_s, "in_flight_max_msgs": WINDOW_MSGS},
+        "published": {"node": node["published"], "cluster": sharded["published"]},
+        "lost": {"node": node["lost"], "cluster": sharded["lost"]},  # of published x subscribers: 0 expected
         "node_delivered_per_s": round(node["delivered_per_s"]),
         "cluster_delivered_per_s": round(sharded["delivered_per_s"]),
         "cluster_vs_node": round(sharded["delivered_per_s"] / node["delivered_per_s"], 2),

@@ -56,7 +56,8 @@ def _cluster(r: dict[str, Any], row: Any) -> None:
         row("  per Redis CPU s (cluster: masters)", _k(f["cluster_delivered_per_master_cpu_s"]),
             f"node {_k(f['node_delivered_per_redis_cpu_s'])}", "",
             round(f["cluster_delivered_per_master_cpu_s"] / f["node_delivered_per_redis_cpu_s"], 2))
-        row("  busiest master's share of CPU", f"{f['busiest_master_share']:.2f}", "", "")
+        row("  busiest master's share of CPU; lost", f"{f['busiest_master_share']:.2f}; {f['lost']['cluster']}",
+            f"lost {f['lost']['node']}", "")
         row("  Redis-bound ceiling, msg/s", _k(f["cluster_ceiling_per_s"]), f"node {_k(f['node_ceiling_per_s'])}",
             "", round(f["cluster_ceiling_per_s"] / f["node_ceiling_per_s"], 2))
         if "no_replicas" in f:
