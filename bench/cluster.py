@@ -1,9 +1,12 @@
-"""Redis Cluster: hub publish throughput on one node vs a local 3-master cluster, and failover recovery.
+"""Redis Cluster: hub publish and fan-out throughput on one node vs a local 3-master cluster, failover recovery.
 
 - ``publish``: the same pre-generated quotes through ``Publisher`` (per symbol one PUBLISH/SPUBLISH of
   the batch + one HSET), into the bench's single redis-server and into a 3-master + 3-replica cluster on
   loopback; ``cluster_vs_node`` is the ratio. On one small machine the shards share its cores, so the
   point is that the path works and what the per-master routing costs, not the absolute speed.
+- ``fanout``: subscribers on the agents' subscription code, each on every symbol, classic pub/sub on one
+  node vs SSUBSCRIBE per master on the cluster: messages/s delivered, and per Redis CPU second
+  (:mod:`bench.cluster_fanout`).
 - ``failover``: the sim stack (hub + spotter, 50 symbols) on the cluster; one master SIGKILLed; seconds
   until every ``tf:cache:{SYM}`` is written again (``cluster-node-timeout`` 2 s), no process restarted.
 """
@@ -16,6 +19,7 @@ from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 
+from bench import cluster_fanout
 from bench.procs import Procs, wait_for
 from bench.publish import FRAME, run_uvloop
 from bench.workload import QuoteTuple, make_quotes
@@ -75,6 +79,7 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
     with redis_cluster() as cluster:
         node = run_uvloop(publish(url, Keys("tf"), quotes))
         sharded = run_uvloop(publish(cluster.url, Keys("tf", cluster=True), quotes))
+        fanout = cluster_fanout.run(url, cluster.url, cluster.ports, smoke)  # before failover() kills a master
         recovered_s = failover(cluster)
     return {"unit": "quotes/s, s", "quotes": len(quotes), "node": round(node), "cluster": round(sharded),
-            "cluster_vs_node": round(sharded / node, 2), "failover_recovery_s": round(recovered_s, 2)}
+            "cluster_vs_node": round(sharded / node, 2), "fanout": fanout, "failover_recovery_s": round(recovered_s, 2)}

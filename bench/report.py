@@ -32,11 +32,7 @@ def table(r: dict[str, Any]) -> str:
         row("alpaca ingest: hub->Redis vs bare SDK", _k(g["hub"]), f"SDK {_k(g['sdk'])}", "", g["hub_vs_sdk"])
         row("  per CPU second of the process", _k(g["hub_per_cpu_s"]), f"SDK {_k(g['sdk_per_cpu_s'])}", "",
             g["hub_vs_sdk_cpu"])
-    if "cluster" in r:
-        c = r["cluster"]
-        row("hub publish: 3-master cluster vs 1 node", _k(c["cluster"]), f"node {_k(c['node'])}", "",
-            c["cluster_vs_node"])
-        row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
+    _cluster(r, row)
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),
@@ -45,6 +41,30 @@ def table(r: dict[str, Any]) -> str:
     _processes(r, row)
     _backtest(r, lines)
     return "\n".join(lines)
+
+
+def _cluster(r: dict[str, Any], row: Any) -> None:
+    if "cluster" not in r:
+        return
+    c = r["cluster"]
+    row("hub publish: 3-master cluster vs 1 node", _k(c["cluster"]), f"node {_k(c['node'])}", "", c["cluster_vs_node"])
+    if "fanout" in c:
+        f = c["fanout"]
+        setup = f["setup"]
+        row(f"fan-out {setup['subscribers']} subs x {setup['symbols']} sym, msg/s", _k(f["cluster_delivered_per_s"]),
+            f"node {_k(f['node_delivered_per_s'])}", "", f["cluster_vs_node"])
+        row("  per Redis CPU s (cluster: masters)", _k(f["cluster_delivered_per_master_cpu_s"]),
+            f"node {_k(f['node_delivered_per_redis_cpu_s'])}", "",
+            round(f["cluster_delivered_per_master_cpu_s"] / f["node_delivered_per_redis_cpu_s"], 2))
+        row("  busiest master's share of CPU; lost", f"{f['busiest_master_share']:.2f}; {f['lost']['cluster']}",
+            f"lost {f['lost']['node']}", "")
+        row("  Redis-bound ceiling, msg/s", _k(f["cluster_ceiling_per_s"]), f"node {_k(f['node_ceiling_per_s'])}",
+            "", round(f["cluster_ceiling_per_s"] / f["node_ceiling_per_s"], 2))
+        if "no_replicas" in f:
+            n = f["no_replicas"]
+            row("  no replicas: msg/s; ceiling", f"{_k(n['delivered_per_s'])}; {_k(n['ceiling_per_s'])}", "", "",
+                f"{n['vs_node']}; {n['ceiling_vs_node']}")
+    row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
 
 
 def _backtest(r: dict[str, Any], lines: list[str]) -> None:

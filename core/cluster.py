@@ -183,10 +183,16 @@ def retryable(error: BaseException) -> bool:
 
 
 async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[Any]],
-                           wait_s: float = FAILOVER_WAIT_S) -> Any:
-    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map and retry, with backoff."""
+                           wait_s: float = FAILOVER_WAIT_S, *, refresh_first: bool = False) -> Any:
+    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map and retry, with backoff.
+
+    ``refresh_first``: the caller already knows the map is stale (a slot moved, a master was lost), so
+    the first attempt gets a fresh one too. Either way the map is read once per attempt, not twice.
+    """
     deadline = time.monotonic() + wait_s
     delay_s = 0.05
+    if refresh_first:
+        await nodes.refresh()
     while True:
         try:
             return await op()
@@ -202,24 +208,28 @@ async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[An
 
 
 class ShardSubscription(Subscription):
-    """SSUBSCRIBE on one master (its messages arrive as ``smessage``); remembers its channels."""
+    """SSUBSCRIBE on one master (its messages arrive as ``smessage``); remembers its channels, each once."""
 
     verb = b"SSUBSCRIBE"
 
     def __init__(self, address: Address) -> None:
         super().__init__(address)
-        self.channels: list[str | bytes] = []
+        #: A set: a retried resubscribe offers channels an earlier, half-failed attempt already subscribed here.
+        self.channels: set[bytes] = set()
 
     async def subscribe(self, *channels: str | bytes) -> None:
-        await super().subscribe(*channels)
-        self.channels.extend(channels)
+        names = {c.encode() if isinstance(c, str) else c for c in channels} - self.channels
+        if not names:
+            return
+        await super().subscribe(*names)
+        self.channels |= names
 
     async def next_dropped(self) -> bytes:
         """The next channel Redis unsubscribed us from because its slot moved (SUNSUBSCRIBE push)."""
         if self._connection is None:
             await asyncio.Event().wait()
-        channel = await self._connection.protocol.dropped.get()  # type: ignore[union-attr]
-        self.channels = [c for c in self.channels if (c.encode() if isinstance(c, str) else c) != channel]
+        channel: bytes = await self._connection.protocol.dropped.get()  # type: ignore[union-attr]
+        self.channels.discard(channel)
         return channel
 
 
@@ -299,31 +309,23 @@ class ShardedSubscription:
                 del tasks[other]
         return await self._move(sub)
 
-    async def _reroute(self, channels: list[str | bytes]) -> list[ShardSubscription]:
+    async def _reroute(self, channels: list[bytes]) -> list[ShardSubscription]:
         log.info("cluster: %d shard channel(s) moved with their slot; subscribing on the new master", len(channels))
-        before = set(map(id, self._by_node.values()))
-
-        async def again() -> None:
-            await refresh_slots(self._client)
-            await self.subscribe(*channels)
-
-        await through_failover(self._nodes, again)
-        return [sub for sub in self._by_node.values() if id(sub) not in before]
+        return await self._resubscribe(channels)
 
     async def _move(self, lost: ShardSubscription) -> list[ShardSubscription]:
         self._by_node = {k: v for k, v in self._by_node.items() if v is not lost}
         await lost.aclose()
         log.warning("cluster: lost the shard subscription on %s; moving %d channels", lost.address.describe(),
                     len(lost.channels))
-
-        before = set(map(id, self._by_node.values()))
-
-        async def again() -> None:
-            await refresh_slots(self._client)
-            await self.subscribe(*lost.channels)
-
-        await through_failover(self._nodes, again)
+        new = await self._resubscribe(sorted(lost.channels))
         self.resubscribed += 1
+        return new
+
+    async def _resubscribe(self, channels: list[bytes]) -> list[ShardSubscription]:
+        """Subscribe ``channels`` wherever the refreshed slot map puts them, retrying through a failover."""
+        before = set(map(id, self._by_node.values()))
+        await through_failover(self._nodes, lambda: self.subscribe(*channels), refresh_first=True)
         # subscriptions made by any attempt, also one that failed half-way, need their listener
         return [sub for sub in self._by_node.values() if id(sub) not in before]
 

@@ -64,13 +64,14 @@ class LocalCluster:
 
 
 @contextmanager
-def redis_cluster() -> Iterator[LocalCluster]:
-    """Start, create and wait for a cluster; yields it; tears it all down."""
+def redis_cluster(replicas: int = 1) -> Iterator[LocalCluster]:
+    """Start, create and wait for a cluster of 3 masters with ``replicas`` each; yields it; tears it all down.
+    (``replicas=0``: the bench's fan-out without the replication stream; such a cluster cannot fail over.)"""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         raise RuntimeError("redis-server / redis-cli missing: `apt-get install -y redis-server` (make test does)")
     workdir = Path(tempfile.mkdtemp(prefix="tf-cluster-"))
-    ports = _free_ports(NODES)
+    ports = _free_ports(NODES // 2 * (1 + replicas))
     procs = []
     try:
         for port in ports:
@@ -82,10 +83,10 @@ def redis_cluster() -> Iterator[LocalCluster]:
                  "--appendonly", "no", "--dir", str(node_dir)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         _wait(lambda: all(_pings(p) for p in ports), "cluster nodes to start")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "1",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas",
+                        str(replicas), "--cluster-yes"], check=True, capture_output=True, timeout=60)
         _wait(lambda: all(_cluster_ok(p) for p in ports), "cluster_state:ok on every node")
-        _wait(lambda: _replicas_synced(ports), "3 replicas in sync")
+        _wait(lambda: _replicas_synced(ports, NODES // 2 * replicas), "the replicas in sync")
         yield LocalCluster(ports, procs)
     finally:
         for proc in procs:
@@ -95,8 +96,8 @@ def redis_cluster() -> Iterator[LocalCluster]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replicas_synced(ports: list[int]) -> bool:
-    """Three replicas with their link up: one that never synced cannot be promoted (its data is "too old")."""
+def _replicas_synced(ports: list[int], expected: int) -> bool:
+    """``expected`` replicas with their link up: one that never synced cannot be promoted (its data is "too old")."""
     synced = 0
     for port in ports:
         client = redis.Redis(port=port, decode_responses=True)
@@ -107,7 +108,7 @@ def _replicas_synced(ports: list[int]) -> bool:
             return False
         finally:
             client.close()
-    return synced == NODES // 2
+    return synced == expected
 
 
 def _pings(port: int) -> bool:

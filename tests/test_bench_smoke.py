@@ -38,5 +38,9 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert overload["agent_alive"] is True
     assert result["ingest"]["sdk"] > 0 and result["ingest"]["hub"] > 0
     assert result["cluster"]["cluster"] > 0 and result["cluster"]["failover_recovery_s"] > 0
+    fanout = result["cluster"]["fanout"]
+    assert fanout["node_delivered_per_s"] > 0 and fanout["cluster_delivered_per_s"] > 0
+    assert len(fanout["cluster_masters_cpu_s"]) == 3 and all(fanout["cluster_masters_cpu_s"])
+    assert fanout["lost"] == {"node": 0, "cluster": 0}  # every message reached every subscriber
     assert result["orders"]["ack"]["n"] > 0 and result["orders"]["intents_per_s"] > 0
     assert str(out) in done.stdout and "hub publish" in done.stdout

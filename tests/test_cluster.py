@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -14,14 +15,16 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException as RedisClusterError
 
-from core.cluster import ClusterURL, is_cluster_url, parse_cluster_url, slot_of
+import core.cluster
+from core.cluster import ClusterURL, ShardedSubscription, is_cluster_url, parse_cluster_url, slot_of
 from core.connection import ProcessSettings
 from core.errors import ConfigError
 from core.exitcodes import ExitCode
 from core.keys import Keys
+from core.resp import Address
 from tests.cluster import LocalCluster, redis_cluster
-from tests.conftest import REPO
-from tests.helpers import ProcessGroup, eventually
+from tests.conftest import REPO, free_port
+from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import submit_fields
 
 SYMBOLS = [f"C{i:02d}" for i in range(50)]
@@ -68,6 +71,54 @@ def test_hash_tags_only_in_cluster_mode() -> None:
              cluster.cache_changed_channel("AAPL"), cluster.trade_channel("AAPL")]
     assert len({slot_of(n) for n in names}) == 1  # one instrument, one slot: EVAL and PUBLISH+HSET stay on a node
     assert cluster.symbol_from(cluster.quote_channel("AAPL"), cluster.quote_prefix()) == "AAPL"
+
+
+class _SlotMaps:
+    """Stands in for redis-py's cluster client: each slot-map refresh installs the next routing table."""
+
+    def __init__(self, *tables: dict[bytes, Address]) -> None:
+        self.tables, self.route, self.refreshes = list(tables), tables[0], 0
+        self.nodes_manager = self
+
+    async def initialize(self) -> None:
+        self.refreshes += 1
+        self.route = self.tables[min(self.refreshes, len(self.tables) - 1)]
+
+    async def address(self, _client: object, channel: str | bytes) -> Address:
+        return self.route[channel.encode() if isinstance(channel, str) else channel]
+
+
+async def test_lost_shard_moves_its_channels_once_with_one_map_refresh_per_attempt(
+        redis_url: str, sync_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A master lost; the first resubscribe reaches one new master and not the other (still failing over)."""
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    old, new = Address(host="127.0.0.1", port=port), Address(host="localhost", port=port)  # two "nodes"
+    down = Address(host="127.0.0.1", port=free_port(), connect_timeout_s=1.0)
+    maps = _SlotMaps({b"a": old, b"b": old}, {b"a": new, b"b": down}, {b"a": new, b"b": new})
+    monkeypatch.setattr(core.cluster, "node_address", maps.address)
+    sharded = ShardedSubscription(maps)  # type: ignore[arg-type]
+    [lost] = await sharded.subscribe("a", "b", "a")
+    assert lost.channels == {b"a", b"b"}
+
+    [moved] = await sharded._move(lost)  # attempt 1: "a" on new, "b" refused; attempt 2: both on new
+    assert maps.refreshes == 2  # one fresh map per attempt (it was read twice per retry)
+    assert moved.channels == {b"a", b"b"}  # "a" once, though both attempts offered it
+    assert moved.address == new and sharded.resubscribed == 1
+    got: list[tuple[bytes, bytes]] = []
+    listener = asyncio.ensure_future(sharded.listen(lambda channel, data: got.append((channel, data))))
+    try:
+        for channel in ("a", "b"):
+            sync_redis.execute_command("SPUBLISH", channel, channel + "1")
+
+        async def delivered() -> bool:
+            return len(got) >= 2
+
+        await eventually_async(delivered, message="both channels delivered")
+        assert sorted(got) == [(b"a", b"a1"), (b"b", b"b1")]
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        await sharded.aclose()
 
 
 def _masters_for(client: RedisCluster, symbols: list[str]) -> set[str]:
