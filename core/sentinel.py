@@ -1,7 +1,8 @@
 """Redis Sentinel: ``redis+sentinel://`` URLs, redis-py's Sentinel-managed client, the master for the lean paths.
 
 URL: ``redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/<db>]`` (``rediss+sentinel://``
-for TLS to the data nodes). The hosts are Sentinels; ``<service>`` is the monitored master's name.
+for TLS to the Sentinels and the data nodes, with ``?ssl_*`` options as on rediss://). The hosts are
+Sentinels; ``<service>`` is the monitored master's name.
 
 The lean RESP paths (publisher, cache writer, agent subscription) connect to an
 :class:`~core.resp.Address` taken from the client's pool. A Sentinel pool finds the master only when it

@@ -297,6 +297,26 @@ def test_the_cluster_acl_sample_is_what_core_acl_renders() -> None:
     assert "+spublish" in rules and "~tf:{orders}:risk:halt" in rules and "user replica on" in rules
 
 
+def _directives(path: Path) -> dict[str, list[str]]:
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return {words[0]: words[1:] for words in lines}
+
+
+def test_the_deploy_node_configs_secure_as_the_tested_nodes(certs: Certs) -> None:
+    """deploy/*/redis-node.conf set every security option the tested nodes run with, to the same values."""
+    args = NodeSecurity(certs=certs, aclfile=Path("users.acl")).server_args(7000)
+    tested = {name[2:]: value for name, value in zip(args[::2], args[1::2], strict=True)}
+    for topology in ("cluster", "sentinel"):
+        sample = _directives(REPO / "deploy" / topology / "redis-node.conf")
+        wanted = {k: v for k, v in tested.items() if topology == "cluster" or k != "tls-cluster"}
+        assert set(wanted) <= set(sample) and "include" in sample, topology
+        switches = {k: v for k, v in wanted.items() if v in ("0", "yes")}
+        assert switches == {k: sample[k][0] for k in switches}, topology
+    sentinel = _directives(REPO / "deploy" / "sentinel" / "sentinel.conf")
+    assert sentinel["tls-auth-clients"] == ["yes"] and sentinel["tls-replication"] == ["yes"]
+    assert sentinel["port"] == ["0"] and sentinel["sentinel"]  # auth-user/auth-pass follow the monitor line
+
+
 def test_multi_host_urls_take_the_tls_options(certs: Certs) -> None:
     query = f"?ssl_ca_certs={certs.ca}&ssl_certfile={certs.client_cert}&ssl_keyfile={certs.client_key}"
     for url in (f"rediss+cluster://agent:pw@10.0.0.1:7000,10.0.0.2:7000/{query}",
