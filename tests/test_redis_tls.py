@@ -218,7 +218,9 @@ def test_role_users_run_the_sim_stack_over_a_tls_cluster_with_client_certificate
         assert status.returncode == ExitCode.OK, status.stderr[-2000:]
         state = json.loads(status.stdout)
         assert {"spotter", "quote_manager"} <= set(state["agents"]) and "hub" in state["hubs"]
-        assert state["agents"]["spotter"]["host"] == socket.gethostname()
+        here = socket.gethostname()  # what a remote process shows: its own host, from its heartbeat
+        assert {state[kind][name]["host"] for kind, name in (("agents", "spotter"), ("hubs", "hub"),
+                                                              ("gateways", "gateway"))} == {here}
         for proc, _ in group.procs:
             assert proc.poll() is None, group.output(proc)[-3000:]
         assert _acl_logs(cluster) == {port: [] for port in cluster.ports}  # no role lacked a right, on any node
