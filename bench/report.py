@@ -37,6 +37,11 @@ def table(r: dict[str, Any]) -> str:
         row("hub publish: 3-master cluster vs 1 node", _k(c["cluster"]), f"node {_k(c['node'])}", "",
             c["cluster_vs_node"])
         row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
+    if "cluster_tls" in r:
+        t = r["cluster_tls"]
+        row("hub publish: TLS+ACL cluster vs plain", _k(t["tls_acl"]), f"plain {_k(t['plain'])}", "",
+            t["tls_vs_plain"])
+        row("  cluster start, s (TLS+ACL / plain)", f"{t['tls_acl_start_s']:.2f}", f"{t['plain_start_s']:.2f}", "")
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),
