@@ -77,6 +77,10 @@ class LocalCluster:
         """A client of one node, as the helper's admin (TLS and credentials from the security)."""
         return redis.Redis(port=port, **{**self.security.client_kwargs(), **kwargs})
 
+    def alive(self) -> list[int]:
+        """The ports of the nodes not killed."""
+        return [port for port, proc in self._procs.items() if proc.poll() is None]
+
     def kill(self, port: int) -> None:
         """SIGKILL one node, as a crashed host would be."""
         self._procs[port].kill()

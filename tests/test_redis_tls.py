@@ -181,7 +181,7 @@ def _admin_cluster(cluster: LocalCluster) -> RedisCluster:
 
 def _acl_logs(cluster: LocalCluster) -> dict[int, list[Any]]:
     logs = {}
-    for port in cluster.ports:
+    for port in cluster.alive():
         node = cluster.client(port, decode_responses=True)
         try:
             logs[port] = node.acl_log()
@@ -190,23 +190,38 @@ def _acl_logs(cluster: LocalCluster) -> dict[int, list[Any]]:
     return logs
 
 
+def _start_stack(stack: ProcessGroup, cluster: LocalCluster, var: Path) -> None:
+    """The gateway, the sim hub, a spotter and a quote manager, each as its role user with the client certificate."""
+    symbols = ",".join(CLUSTER_SYMBOLS)
+    agent = _as_role(cluster.url_for, var, "agent")
+    stack.start("-m", "hub.execution", "--broker", "sim", env=_as_role(cluster.url_for, var, "gateway"))
+    stack.start("-m", "hub", "--source", "sim", "--symbols", symbols, "--sim-rate", "600",
+                env=_as_role(cluster.url_for, var, "hub"))
+    stack.start("-m", "agents.spotter", "--instruments", symbols, "--throttle", "50ms", env=agent)
+    stack.start("-m", "agents.quote_manager", "--instruments", QUOTED, "--throttle", "100ms", "--quote-size", "10",
+                "--min-spread", "0.02", "--max-order-rate", "5", env=agent)
+
+
+def _status_shows_every_process_with_its_host(stack: ProcessGroup, cluster: LocalCluster, var: Path) -> None:
+    status = stack.run("-m", "hub.status", "--json", "true", env=_as_role(cluster.url_for, var, "operator"))
+    assert status.returncode == ExitCode.OK, status.stderr[-2000:]
+    state = json.loads(status.stdout)
+    assert {"spotter", "quote_manager"} <= set(state["agents"]) and "hub" in state["hubs"]
+    here = socket.gethostname()  # what a remote process shows: its own host, from its heartbeat
+    assert {state[kind][name]["host"] for kind, name in (("agents", "spotter"), ("hubs", "hub"),
+                                                          ("gateways", "gateway"))} == {here}
+
+
 @pytest.mark.timeout(120)
 def test_role_users_run_the_sim_stack_over_a_tls_cluster_with_client_certificates(
         tls_cluster: tuple[LocalCluster, Path], tmp_path: Path) -> None:
     cluster, var = tls_cluster
     keys = Keys("tf", cluster=True)
     admin = _admin_cluster(cluster)
-    group = ProcessGroup({**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}, tmp_path, cwd=REPO,
+    stack = ProcessGroup({**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}, tmp_path, cwd=REPO,
                          python=sys.executable)
-    symbols = ",".join(CLUSTER_SYMBOLS)
     try:
-        group.start("-m", "hub.execution", "--broker", "sim", env=_as_role(cluster.url_for, var, "gateway"))
-        group.start("-m", "hub", "--source", "sim", "--symbols", symbols, "--sim-rate", "600",
-                    env=_as_role(cluster.url_for, var, "hub"))
-        agent = _as_role(cluster.url_for, var, "agent")
-        group.start("-m", "agents.spotter", "--instruments", symbols, "--throttle", "50ms", env=agent)
-        group.start("-m", "agents.quote_manager", "--instruments", QUOTED, "--throttle", "100ms", "--quote-size", "10",
-                    "--min-spread", "0.02", "--max-order-rate", "5", env=agent)
+        _start_stack(stack, cluster, var)
         eventually(lambda: all(admin.hget(keys.cache(s), "fair_price") for s in CLUSTER_SYMBOLS), timeout_s=60,
                    message="fair_price in every tf:cache:{SYM}")
         assert len({admin.get_node_from_key(keys.cache(s)).port for s in CLUSTER_SYMBOLS}) == 3  # all masters
@@ -214,27 +229,21 @@ def test_role_users_run_the_sim_stack_over_a_tls_cluster_with_client_certificate
                    message="the quote manager's orders made by the gateway")
         events = [fields for _, fields in admin.xrange(keys.order_events())]
         assert {e["agent"] for e in events} == {"quote_manager"} and "new" in {e["event"] for e in events}
-        status = group.run("-m", "hub.status", "--json", "true", env=_as_role(cluster.url_for, var, "operator"))
-        assert status.returncode == ExitCode.OK, status.stderr[-2000:]
-        state = json.loads(status.stdout)
-        assert {"spotter", "quote_manager"} <= set(state["agents"]) and "hub" in state["hubs"]
-        here = socket.gethostname()  # what a remote process shows: its own host, from its heartbeat
-        assert {state[kind][name]["host"] for kind, name in (("agents", "spotter"), ("hubs", "hub"),
-                                                              ("gateways", "gateway"))} == {here}
-        for proc, _ in group.procs:
-            assert proc.poll() is None, group.output(proc)[-3000:]
+        _status_shows_every_process_with_its_host(stack, cluster, var)
+        for proc, _ in stack.procs:
+            assert proc.poll() is None, stack.output(proc)[-3000:]
         assert _acl_logs(cluster) == {port: [] for port in cluster.ports}  # no role lacked a right, on any node
     finally:
-        group.stop_all()
+        stack.stop_all()
         admin.close()
-    for proc, _ in group.procs:
-        assert proc.returncode == ExitCode.OK, group.output(proc)[-3000:]
+    for proc, _ in stack.procs:
+        assert proc.returncode == ExitCode.OK, stack.output(proc)[-3000:]
 
 
 def test_the_tls_cluster_refuses_plaintext_cert_less_and_anonymous_clients(
         tls_cluster: tuple[LocalCluster, Path], certs: Certs) -> None:
     cluster, var = tls_cluster
-    port = cluster.ports[0]
+    port = cluster.alive()[0]
     attempts = {
         "plaintext": {},
         "TLS without a client certificate": {"ssl": True, "ssl_ca_certs": str(certs.ca)},
@@ -253,7 +262,7 @@ def test_the_tls_cluster_refuses_plaintext_cert_less_and_anonymous_clients(
             agent.execute_command("FLUSHALL")
     finally:
         agent.close()
-    for node in cluster.ports:  # the refusals above are logged; keep the stack test's empty-log check honest
+    for node in cluster.alive():  # the refusals above are logged; keep the stack test's empty-log check honest
         cluster.client(node).acl_log_reset()
 
 
@@ -266,7 +275,7 @@ def _sentinel_sees_the_replica(sentinel: LocalSentinel) -> bool:
 
 
 @pytest.mark.timeout(60)
-def test_a_role_user_works_through_tls_sentinels(certs: Certs, tmp_path: Path) -> None:
+def test_role_users_through_tls_sentinels_and_a_failover_under_the_acl(certs: Certs, tmp_path: Path) -> None:
     var = tmp_path / "var"
     with redis_sentinel(_link_secured(certs, var, "sentinel")) as sentinel:
         group = ProcessGroup({**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}, tmp_path, cwd=REPO,
@@ -284,12 +293,20 @@ def test_a_role_user_works_through_tls_sentinels(certs: Certs, tmp_path: Path) -
             for proc, _ in group.procs:
                 assert proc.poll() is None, group.output(proc)[-3000:]
             assert {role: node.acl_log() for role, node in nodes.items()} == {"primary": [], "replica": []}
+            group.stop_all()
+            for proc, _ in group.procs:
+                assert proc.returncode == ExitCode.OK, group.output(proc)[-3000:]
+            # a failover under TLS + ACL: the Sentinel promotes the replica as 'sentinel' (SLAVEOF NO ONE,
+            # CONFIG REWRITE, CLIENT KILL), and nothing it sends is refused
+            sentinel.kill("primary")
+            eventually(lambda: sentinel.master_port() == sentinel.ports["replica"], timeout_s=30,
+                       message="the replica promoted by the TLS Sentinel")
+            eventually(lambda: nodes["replica"].info("replication")["role"] == "master", message="the replica's role")
+            assert nodes["replica"].acl_log() == []
         finally:
             group.stop_all()
             for node in nodes.values():
                 node.close()
-        for proc, _ in group.procs:
-            assert proc.returncode == ExitCode.OK, group.output(proc)[-3000:]
 
 
 def test_the_cluster_acl_sample_is_what_core_acl_renders() -> None:
