@@ -33,6 +33,7 @@ def table(r: dict[str, Any]) -> str:
         row("  per CPU second of the process", _k(g["hub_per_cpu_s"]), f"SDK {_k(g['sdk_per_cpu_s'])}", "",
             g["hub_vs_sdk_cpu"])
     _cluster(r, row)
+    _cluster_tls(r, row)
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),
@@ -65,6 +66,14 @@ def _cluster(r: dict[str, Any], row: Any) -> None:
             row("  no replicas: msg/s; ceiling", f"{_k(n['delivered_per_s'])}; {_k(n['ceiling_per_s'])}", "", "",
                 f"{n['vs_node']}; {n['ceiling_vs_node']}")
     row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
+
+
+def _cluster_tls(r: dict[str, Any], row: Any) -> None:
+    if "cluster_tls" not in r:
+        return
+    t = r["cluster_tls"]
+    row("hub publish: TLS+ACL cluster vs plain", _k(t["tls_acl"]), f"plain {_k(t['plain'])}", "", t["tls_vs_plain"])
+    row("  cluster start, s (TLS+ACL / plain)", f"{t['tls_acl_start_s']:.2f}", f"{t['plain_start_s']:.2f}", "")
 
 
 def _backtest(r: dict[str, Any], lines: list[str]) -> None:

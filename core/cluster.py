@@ -20,11 +20,12 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
@@ -33,7 +34,7 @@ from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
-from core.redis_spec import MULTI_HOST_EXAMPLES, split_hosts
+from core.redis_spec import MULTI_HOST_EXAMPLES, spec_from_redis_py_kwargs, split_hosts
 from core.resp import Address, RespConnection, RespError, Subscription
 
 log = logging.getLogger(__name__)
@@ -87,16 +88,19 @@ class Cluster(RedisCluster):  # type: ignore[misc]
         return _DiscoveringPubSub(self, node=node, host=host, port=port, **kwargs)
 
 
-def cluster_client(url: str, *, decode: bool = True, password: str | None = None) -> RedisCluster:
+def cluster_client(url: str, *, decode: bool = True, password: str | None = None,
+                   node_kwargs: Mapping[str, Any] | None = None) -> RedisCluster:
     """redis-py's asyncio cluster client; no I/O until first use. ``password`` (from a password
-    file) overrides the URL's."""
+    file) overrides the URL's; ``node_kwargs`` (RedisSpec.node_kwargs: CA, client certificate)
+    reach every node, so node_address hands them to the lean paths too."""
     spec = parse_cluster_url(url)
+    node = dict(node_kwargs) if node_kwargs is not None else {"ssl": spec.tls}
     # redis-py's default (3 quick retries) gives up before Redis has promoted a replica; this backoff
     # keeps retrying, re-reading the slot map each time, for about FAILOVER_WAIT_S.
     retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=int(FAILOVER_WAIT_S))
     return Cluster(startup_nodes=[ClusterNode(host, port) for host, port in spec.seeds], decode_responses=decode,
-                   ssl=spec.tls, username=spec.username, password=password or spec.password, socket_keepalive=True,
-                   retry=retry)
+                   username=spec.username, password=password or spec.password, socket_keepalive=True,
+                   retry=retry, **node)
 
 
 def is_cluster(client: Any) -> bool:
@@ -113,10 +117,9 @@ async def node_address(client: RedisCluster, name: str | bytes) -> Address:
         await client.initialize()
     node = client.nodes_manager.get_node_from_slot(slot_of(name))
     kwargs = client.nodes_manager.connection_kwargs
-    return Address(scheme="rediss" if kwargs.get("ssl") else "redis", host=node.host, port=int(node.port),
-                   username=kwargs.get("username"), password=kwargs.get("password"),
-                   ssl_ca_certs=kwargs.get("ssl_ca_certs"), ssl_certfile=kwargs.get("ssl_certfile"),
-                   ssl_keyfile=kwargs.get("ssl_keyfile"))
+    # redis-py replaces ssl=True by connection_class=SSLConnection in the kwargs it keeps
+    tls = bool(kwargs.get("ssl")) or issubclass(kwargs.get("connection_class", Connection), SSLConnection)
+    return spec_from_redis_py_kwargs({**kwargs, "host": node.host, "port": int(node.port)}, tls=tls)
 
 
 class NodeConnections:

@@ -93,11 +93,13 @@ def redis_client(target: str | RedisSpec, *, decode: bool = True) -> SpecRedis:
     A cluster spec gives a RedisCluster (core.cluster), a Sentinel spec the master's client."""
     spec = parse_redis_url(target) if isinstance(target, str) else target
     if spec.topology == "cluster":
-        return cluster_client(spec.seed_url, decode=decode, password=spec.password)  # type: ignore[no-any-return]
+        return cluster_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
+                              node_kwargs=spec.node_kwargs())
     if spec.topology == "sentinel":
         # No .spec on this client: core.resp reads the master's address back from its pool, which
         # wait_for_redis points at the current master (resolve_master), not at the first Sentinel.
-        return sentinel_client(spec.seed_url, decode=decode, password=spec.password)  # type: ignore[no-any-return]
+        return sentinel_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
+                               node_kwargs=spec.node_kwargs())
     client = SpecRedis(decode_responses=decode, health_check_interval=0, socket_keepalive=True,
                        **spec.redis_py_kwargs())
     client.spec = spec

@@ -10,6 +10,12 @@ Accepted URLs::
     redis://[user[:password]@]host[:port][/db][?option=value...]
     rediss://...        TLS; same options
     unix:///path/to/redis.sock[?db=N]
+    redis+cluster://[user[:password]@]host:port[,host:port...]/[?ssl_*=...]     (core.cluster)
+    rediss+sentinel://[user[:password]@]host:port[,host:port...]/<master>[?ssl_*=...]  (core.sentinel)
+
+On a ``rediss+cluster://`` URL the ``ssl_*`` options hold for every node the cluster client
+discovers; on ``rediss+sentinel://`` for the Sentinels and the data nodes alike (one private CA,
+one client certificate per host): :meth:`RedisSpec.node_kwargs` carries them to both.
 
 Query options (anything else is a configuration error, before any I/O):
 
@@ -126,12 +132,20 @@ class RedisSpec:
                                   "socket_connect_timeout": self.connect_timeout_s}
         if self.path:
             return {**kwargs, "unix_socket_path": self.path}
-        kwargs.update(host=self.host, port=self.port)
-        if self.tls:
-            kwargs.update(ssl=True, ssl_ca_certs=self.ssl_ca_certs, ssl_certfile=self.ssl_certfile,
-                          ssl_keyfile=self.ssl_keyfile, ssl_cert_reqs=self.ssl_cert_reqs,
-                          ssl_check_hostname=self.ssl_check_hostname and self.ssl_cert_reqs != "none")
-        return kwargs
+        return {**kwargs, "host": self.host, "port": self.port, **self.tls_kwargs()}
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS keyword arguments for this spec ({} without TLS): file paths, never key material."""
+        if not self.tls:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": self.ssl_ca_certs, "ssl_certfile": self.ssl_certfile,
+                "ssl_keyfile": self.ssl_keyfile, "ssl_cert_reqs": self.ssl_cert_reqs,
+                "ssl_check_hostname": self.ssl_check_hostname and self.ssl_cert_reqs != "none"}
+
+    def node_kwargs(self) -> dict[str, Any]:
+        """What every node of a cluster or Sentinel setup is reached with (TLS, connect timeout); the
+        hosts, user and password come from core.cluster / core.sentinel."""
+        return {"socket_connect_timeout": self.connect_timeout_s, **self.tls_kwargs()}
 
 
 def spec_from_redis_py_kwargs(kwargs: dict[str, Any], *, tls: bool) -> RedisSpec:
@@ -186,7 +200,7 @@ _MULTI_HOST: dict[str, tuple[Literal["cluster", "sentinel"], bool]] = {
 def split_hosts(url: str, what: str, example: str) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
     """(username, password, hosts) of a URL of several ``host:port`` (urlsplit cannot read them);
     ConfigError naming a host that is not ``host:port``. Shared by core.cluster and core.sentinel."""
-    userinfo, _, hosts = url.partition("://")[2].partition("/")[0].rpartition("@")
+    userinfo, _, hosts = url.partition("://")[2].partition("/")[0].partition("?")[0].rpartition("@")
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
     seeds = []
     for item in filter(None, hosts.split(",")):
@@ -207,8 +221,13 @@ def _multi_host_spec(url: str, scheme: str) -> RedisSpec:
     topology, tls = _MULTI_HOST[scheme]
     username, password, seeds = split_hosts(url, *MULTI_HOST_EXAMPLES[topology])
     host, port = seeds[0] if seeds else ("127.0.0.1", 6379)  # none: core.cluster/sentinel refuse the URL
-    return RedisSpec(scheme="rediss" if tls else "redis", host=host, port=port, username=username,
-                     password=password, topology=topology, seed_url=url)
+    options = _query_options(urlsplit(url).query, "redis_url")
+    if "db" in options:
+        raise ConfigError("setting 'redis_url': a cluster has only database 0 and a Sentinel URL names its "
+                          "database in the path (/<master>/<db>); drop ?db=")
+    scheme_name: Literal["redis", "rediss"] = "rediss" if tls else "redis"
+    return RedisSpec(scheme=scheme_name, host=host, port=port, username=username, password=password,
+                     topology=topology, seed_url=url, **_tls_options(options, scheme_name, "redis_url"))
 
 
 def redact_multi_host_url(url: str) -> str:
@@ -240,7 +259,8 @@ def _db(path: str, option: str | None, setting: str) -> int:
 
 def _tls_options(options: dict[str, str], scheme: str, setting: str) -> dict[str, Any]:
     if any(name.startswith("ssl_") for name in options) and scheme != "rediss":
-        raise ConfigError(f"setting '{setting}': ssl_* options need a rediss:// URL (TLS)")
+        raise ConfigError(f"setting '{setting}': ssl_* options need a rediss:// URL (TLS; "
+                          "rediss+cluster:// or rediss+sentinel:// for several hosts)")
     out: dict[str, Any] = {}
     for name in _TLS_FILES:
         if name in options:

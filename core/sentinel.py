@@ -1,7 +1,8 @@
 """Redis Sentinel: ``redis+sentinel://`` URLs, redis-py's Sentinel-managed client, the master for the lean paths.
 
 URL: ``redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/<db>]`` (``rediss+sentinel://``
-for TLS to the data nodes). The hosts are Sentinels; ``<service>`` is the monitored master's name.
+for TLS to the Sentinels and the data nodes, with ``?ssl_*`` options as on rediss://). The hosts are
+Sentinels; ``<service>`` is the monitored master's name.
 
 The lean RESP paths (publisher, cache writer, agent subscription) connect to an
 :class:`~core.resp.Address` taken from the client's pool. A Sentinel pool finds the master only when it
@@ -13,6 +14,7 @@ connections drop, the process exits 69 and its supervised restart resolves the n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,12 +55,15 @@ def parse_sentinel_url(url: str) -> SentinelURL:
                        parts.scheme == "rediss+sentinel", username, password)
 
 
-def sentinel_client(url: str, *, decode: bool = True, password: str | None = None) -> aioredis.Redis:
-    """A client of the current master, found through the Sentinels; no I/O until first use."""
+def sentinel_client(url: str, *, decode: bool = True, password: str | None = None,
+                    node_kwargs: Mapping[str, Any] | None = None) -> aioredis.Redis:
+    """A client of the current master, found through the Sentinels; no I/O until first use.
+    ``node_kwargs`` (RedisSpec.node_kwargs: CA, client certificate) reach the Sentinels and the master."""
     spec = parse_sentinel_url(url)
-    sentinel = Sentinel(list(spec.sentinels), socket_timeout=2.0)
+    node = dict(node_kwargs) if node_kwargs is not None else {"ssl": spec.tls}
+    sentinel = Sentinel(list(spec.sentinels), socket_timeout=2.0, sentinel_kwargs={"socket_timeout": 2.0, **node})
     client = sentinel.master_for(spec.service, decode_responses=decode, db=spec.db, username=spec.username,
-                                 password=password or spec.password, ssl=spec.tls, socket_keepalive=True)
+                                 password=password or spec.password, socket_keepalive=True, **node)
     _POOLS.setdefault(url, []).append(client.connection_pool)
     return client
 

@@ -1,7 +1,12 @@
-"""A real local Redis Cluster for the tests: 3 masters + 3 replicas on free loopback ports, in a temp dir."""
+"""A real local Redis Cluster for the tests: 3 masters + 3 replicas on free loopback ports, in a temp dir.
+
+``redis_cluster(security=NodeSecurity(...))`` (tests/tls_certs.py) starts it TLS-only with client
+certificates (cluster bus and replication over TLS too) and/or with an ACL file on every node.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -9,8 +14,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
+
+from tests.tls_certs import NodeSecurity
 
 NODES = 6
 
@@ -35,8 +43,8 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-def _cluster_ok(port: int) -> bool:
-    client = redis.Redis(port=port, decode_responses=True)
+def _cluster_ok(port: int, security: NodeSecurity) -> bool:
+    client = redis.Redis(port=port, decode_responses=True, **security.client_kwargs())
     try:
         info = client.execute_command("CLUSTER", "INFO")
         return "cluster_state:ok" in info and "cluster_slots_assigned:16384" in info
@@ -49,13 +57,29 @@ def _cluster_ok(port: int) -> bool:
 class LocalCluster:
     """The nodes of a running test cluster."""
 
-    def __init__(self, ports: list[int], procs: list[subprocess.Popen[bytes]]) -> None:
+    def __init__(self, ports: list[int], procs: list[subprocess.Popen[bytes]],
+                 security: NodeSecurity | None = None) -> None:
         self.ports = ports
         self._procs = dict(zip(ports, procs, strict=True))
+        self.security = security or NodeSecurity()
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.ports[0]},127.0.0.1:{self.ports[1]},127.0.0.1:{self.ports[2]}/"
+        return self.url_for()
+
+    def url_for(self, user: str | None = None) -> str:
+        """The cluster URL (``rediss+cluster://`` with the CA and client certificate if TLS), as ``user``."""
+        scheme = "rediss+cluster" if self.security.certs else "redis+cluster"
+        seeds = ",".join(f"127.0.0.1:{p}" for p in self.ports[:3])
+        return f"{scheme}://{f'{user}@' if user else ''}{seeds}/{self.security.url_options()}"
+
+    def client(self, port: int, **kwargs: Any) -> redis.Redis:
+        """A client of one node, as the helper's admin (TLS and credentials from the security)."""
+        return redis.Redis(port=port, **{**self.security.client_kwargs(), **kwargs})
+
+    def alive(self) -> list[int]:
+        """The ports of the nodes not killed."""
+        return [port for port, proc in self._procs.items() if proc.poll() is None]
 
     def kill(self, port: int) -> None:
         """SIGKILL one node, as a crashed host would be."""
@@ -64,30 +88,37 @@ class LocalCluster:
 
 
 @contextmanager
-def redis_cluster(replicas: int = 1) -> Iterator[LocalCluster]:
+def redis_cluster(replicas: int = 1, security: NodeSecurity | None = None) -> Iterator[LocalCluster]:
     """Start, create and wait for a cluster of 3 masters with ``replicas`` each; yields it; tears it all down.
     (``replicas=0``: the bench's fan-out without the replication stream; such a cluster cannot fail over.)"""
     server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
     if server is None or cli is None:
         raise RuntimeError("redis-server / redis-cli missing: `apt-get install -y redis-server` (make test does)")
+    secured = security or NodeSecurity()
     workdir = Path(tempfile.mkdtemp(prefix="tf-cluster-"))
-    ports = _free_ports(NODES // 2 * (1 + replicas))
+    ports = _free_ports(NODES // 2 * (1 + replicas))  # with TLS these are the TLS ports (the bus is tls-port + 10000)
     procs = []
     try:
         for port in ports:
             node_dir = workdir / str(port)
             node_dir.mkdir()
+            conf = node_dir / "node.conf"
+            conf.write_text(secured.config_lines())
+            conf.chmod(0o600)
             procs.append(subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                [server, str(conf), *secured.server_args(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000", "--save", "",
-                 "--appendonly", "no", "--dir", str(node_dir)],
+                 "--appendonly", "no", "--dir", str(node_dir),
+                 # Redis 7 waits 5 s for more replicas before a diskless full sync: that was most of the start
+                 "--repl-diskless-sync-delay", "0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        _wait(lambda: all(_pings(p) for p in ports), "cluster nodes to start")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas",
-                        str(replicas), "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        _wait(lambda: all(_cluster_ok(p) for p in ports), "cluster_state:ok on every node")
-        _wait(lambda: _replicas_synced(ports, NODES // 2 * replicas), "the replicas in sync")
-        yield LocalCluster(ports, procs)
+        _wait(lambda: all(_pings(p, secured) for p in ports), "cluster nodes to start")
+        subprocess.run([cli, *secured.cli_args(), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+                        "--cluster-replicas", str(replicas), "--cluster-yes"], check=True, capture_output=True,
+                       timeout=60, env={**os.environ, **secured.cli_env()})
+        _wait(lambda: all(_cluster_ok(p, secured) for p in ports), "cluster_state:ok on every node")
+        _wait(lambda: _replicas_synced(ports, NODES // 2 * replicas, secured), "the replicas in sync")
+        yield LocalCluster(ports, procs, secured)
     finally:
         for proc in procs:
             proc.kill()
@@ -96,11 +127,11 @@ def redis_cluster(replicas: int = 1) -> Iterator[LocalCluster]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _replicas_synced(ports: list[int], expected: int) -> bool:
+def _replicas_synced(ports: list[int], expected: int, security: NodeSecurity) -> bool:
     """``expected`` replicas with their link up: one that never synced cannot be promoted (its data is "too old")."""
     synced = 0
     for port in ports:
-        client = redis.Redis(port=port, decode_responses=True)
+        client = redis.Redis(port=port, decode_responses=True, **security.client_kwargs())
         try:
             info = client.info("replication")
             synced += info.get("role") == "slave" and info.get("master_link_status") == "up"
@@ -111,8 +142,8 @@ def _replicas_synced(ports: list[int], expected: int) -> bool:
     return synced == expected
 
 
-def _pings(port: int) -> bool:
-    client = redis.Redis(port=port)
+def _pings(port: int, security: NodeSecurity) -> bool:
+    client = redis.Redis(port=port, **security.client_kwargs())
     try:
         return bool(client.ping())
     except redis.RedisError:
