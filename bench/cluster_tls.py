@@ -44,7 +44,7 @@ def run(url: str, smoke: bool) -> dict[str, Any]:
         with redis_cluster() as plain:
             plain_start_s = time.monotonic() - started
             started = time.monotonic()
-            with redis_cluster(security) as tls:
+            with redis_cluster(security=security) as tls:
                 tls_start_s = time.monotonic() - started
                 tls_url = tls.url_for(f"hub:{hub_password}")  # in-process only: never on a command line
                 rates: dict[str, list[float]] = {"plain": [], "tls": []}

@@ -168,7 +168,7 @@ def _as_role(url_for: Callable[[str], str], var: Path, role: str) -> dict[str, s
 def tls_cluster(certs: Certs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, Path]]:
     var = tmp_path_factory.mktemp("cluster-var")
     started = time.monotonic()
-    with redis_cluster(_link_secured(certs, var, "cluster")) as cluster:
+    with redis_cluster(security=_link_secured(certs, var, "cluster")) as cluster:
         print(f"TLS + ACL cluster (3+3, client certificates, tls-cluster, tls-replication) up in "
               f"{time.monotonic() - started:.2f}s")
         yield cluster, var
