@@ -174,7 +174,8 @@ def vars_of(gateway: Gateway) -> dict[str, int]:
     stats = gateway.stats
     return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
             "duplicates": stats.duplicates, "reused_ids": stats.reused_ids, "refused": stats.refused,
-            "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed}
+            "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed,
+            "adopted": stats.adopted}
 
 
 def dashboard_fields(gateway: Gateway, risk: RiskChecks) -> dict[str, str | int | float]:
