@@ -105,7 +105,8 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
                 # A promoted replica may lack the old master's last writes (replication is asynchronous):
                 # memory is dropped and everything is read again from the new master, as a restart would,
                 # and the unacknowledged intents are replayed (idempotently by client_order_id).
-                await wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9))
+                if not await _master_back(client, settings, stop):
+                    return
                 log.warning("gateway %s: Redis master back; reloading orders from it and replaying intents",
                             config.gateway.name)
         finally:
@@ -149,6 +150,24 @@ async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aior
         with contextlib.suppress(Exception):
             await broker.close()
         log.info("gateway %s stopped: %s", config.gateway.name, vars_of(gateway))
+
+
+async def _master_back(client: aioredis.Redis, settings: ProcessSettings, stop: asyncio.Event) -> bool:
+    """True once the promoted replica answers (RedisUnavailableError after FAILOVER_WAIT_S); False if the
+    process is told to stop meanwhile."""
+    waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            return False
+        waiting.result()  # raises RedisUnavailableError when the wait ran out
+        return True
+    finally:
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
 
 
 async def _until(stop: asyncio.Event, serving: asyncio.Event) -> None:
