@@ -53,6 +53,7 @@ from core.keys import Keys
 from core.names import shown
 from core.ratelimit import RateLimitedLog
 from core.resp import Address, Subscription
+from core.sentinel import MasterSubscription, is_sentinel
 from core.settings import format_duration_ns
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,8 @@ class AgentRuntime:
         """The agent's own lean subscriber connection (core.resp), configured like the raw client."""
         if is_cluster(self._raw_client):  # SSUBSCRIBE per master (core.cluster)
             return ShardedSubscription(self._raw_client)
+        if is_sentinel(self._raw_client):  # on the master the Sentinels name when it subscribes
+            return MasterSubscription(self._raw_client)
         return Subscription(Address.from_client(self._raw_client))
 
     async def _read(self) -> None:

@@ -29,6 +29,7 @@ from core.connection import redis_client, spec_from_env
 from core.keys import CACHE_TS_SUFFIX as TS_SUFFIX
 from core.keys import DEFAULT_NAMESPACE, Keys
 from core.resp import Address, RespConnection, command
+from core.sentinel import MasterConnection, is_sentinel, through_master_failover
 
 # One atomic command instead of a MULTI/HSET/PUBLISH/EXEC pipeline (a script runs
 # without interleaving), sent on the lean RESP connection of core.resp: redis-py's
@@ -91,6 +92,7 @@ class DataCache:
         self._retired: list[aioredis.Redis] = []
         self._resp: RespConnection | None = None
         self._nodes: NodeConnections | None = None
+        self._master: MasterConnection | None = None
         self._writer_lock = asyncio.Lock()
         self._clock = clock or SystemClock()
         self._names_keys: Keys | None = None
@@ -140,7 +142,9 @@ class DataCache:
         script = _UPDATE_LUA_SHARDED if nodes is not None else _UPDATE_LUA
         buf = command(b"EVAL", script, b"2", key.encode(), self.keys.cache_changed_channel(instrument).encode(),
                       notice, *(a.encode() for a in args))
-        if nodes is None:
+        if nodes is None and (master := self._sentinel_master()) is not None:  # through a failover: the new master
+            await through_master_failover(master, lambda writer: writer.send(buf, 1))
+        elif nodes is None:
             await (await self._writer()).send(buf, 1)
         else:  # through a failover or slot move: the same atomic write, again, on the slot's new master
             await through_failover(nodes, lambda: self._send_routed(nodes, key, buf))
@@ -156,6 +160,12 @@ class DataCache:
         if self._nodes is None and is_cluster(self.client):
             self._nodes = NodeConnections(self.client)
         return self._nodes
+
+    def _sentinel_master(self) -> MasterConnection | None:
+        """Under Sentinel, the write connection to whichever node is master now."""
+        if self._master is None and is_sentinel(self.client):
+            self._master = MasterConnection(self.client)
+        return self._master
 
     def _memory_names(self, instrument: str) -> tuple[str, str]:
         """An instrument's hash key and change channel, remembered (per ``keys``) for the in-memory path."""
@@ -204,6 +214,9 @@ class DataCache:
                 for field, text in raw.items() if not field.endswith(TS_SUFFIX)}
 
     def _close_writer(self) -> None:
+        if self._master is not None:
+            self._master.close()
+            self._master = None
         if self._nodes is not None:
             self._nodes.close()
             self._nodes = None

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
@@ -185,9 +185,18 @@ def retryable(error: BaseException) -> bool:
                               RedisClusterException))
 
 
-async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[Any]],
-                           wait_s: float = FAILOVER_WAIT_S, *, refresh_first: bool = False) -> Any:
-    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map and retry, with backoff.
+class Refreshable(Protocol):
+    """What :func:`through_failover` refreshes between attempts: the slot map here, the master's
+    connection under Sentinel (core.sentinel.MasterConnection)."""
+
+    async def refresh(self) -> None: ...
+
+
+async def through_failover(nodes: Refreshable, op: Callable[[], Awaitable[Any]],
+                           wait_s: float = FAILOVER_WAIT_S, *, what: str = "the cluster",
+                           refresh_first: bool = False) -> Any:
+    """Run ``op``; on a lost master or a MOVED/CLUSTERDOWN reply, refresh the slot map (or the master's
+    connection) and retry, with backoff.
 
     ``refresh_first``: the caller already knows the map is stale (a slot moved, a master was lost), so
     the first attempt gets a fresh one too. Either way the map is read once per attempt, not twice.
@@ -203,8 +212,8 @@ async def through_failover(nodes: NodeConnections, op: Callable[[], Awaitable[An
             if not retryable(e):
                 raise
             if time.monotonic() >= deadline:
-                raise RedisUnavailableError(f"the cluster did not recover within {wait_s:.0f}s: {e}") from e
-            log.warning("cluster: %s; refreshing the slot map and retrying", e)
+                raise RedisUnavailableError(f"{what} did not recover within {wait_s:.0f}s: {e}") from e
+            log.warning("%s: %s; refreshing and retrying", what, e)
         await asyncio.sleep(delay_s * (0.5 + random.random()))
         delay_s = min(delay_s * 2, 1.0)
         await nodes.refresh()

@@ -22,7 +22,7 @@ from core.errors import RedisUnavailableError
 from core.keys import Keys
 from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
 from core.refusals import redis_config_error
-from core.sentinel import is_sentinel_url, parse_sentinel_url, resolve_master, sentinel_client
+from core.sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
 from core.settings import check_name_setting, format_duration_ns, option
 
 log = logging.getLogger(__name__)
@@ -88,18 +88,18 @@ class SpecRedis(aioredis.Redis):  # type: ignore[misc]  # redis-py is typed Any 
     spec: RedisSpec
 
 
-def redis_client(target: str | RedisSpec, *, decode: bool = True) -> SpecRedis:
+def redis_client(target: str | RedisSpec, *, decode: bool = True, ride_failover: bool = True) -> SpecRedis:
     """An asyncio client for a spec (or a URL, parsed by core.redis_spec); no I/O until first use.
-    A cluster spec gives a RedisCluster (core.cluster), a Sentinel spec the master's client."""
+    A cluster spec gives a RedisCluster (core.cluster), a Sentinel spec the master's client, which
+    retries through a failover unless ``ride_failover`` is False (see core.sentinel.sentinel_client)."""
     spec = parse_redis_url(target) if isinstance(target, str) else target
     if spec.topology == "cluster":
         return cluster_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
                               node_kwargs=spec.node_kwargs())
     if spec.topology == "sentinel":
-        # No .spec on this client: core.resp reads the master's address back from its pool, which
-        # wait_for_redis points at the current master (resolve_master), not at the first Sentinel.
+        # No .spec on this client: the lean paths ask its pool for the current master (core.sentinel).
         return sentinel_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
-                               node_kwargs=spec.node_kwargs())
+                               node_kwargs=spec.node_kwargs(), ride_failover=ride_failover)
     client = SpecRedis(decode_responses=decode, health_check_interval=0, socket_keepalive=True,
                        **spec.redis_py_kwargs())
     client.spec = spec
@@ -151,8 +151,6 @@ async def wait_for_redis(client: aioredis.Redis, url: str | RedisSpec, wait_ns: 
                 await attempt
             if announced:
                 log.info("Redis at %s is up", spec.display)
-            if spec.topology == "sentinel":  # the lean RESP paths need the current master's address
-                await resolve_master(client, spec.seed_url)
             return
         except (RedisError, OSError) as e:  # OSError covers TimeoutError
             if (fatal := _fatal(spec, e, deadline)) is not None:

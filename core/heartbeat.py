@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from core.clock import Clock
 from core.cluster import FAILOVER_WAIT_S, is_cluster, retryable
 from core.errors import DuplicateInstanceError
+from core.sentinel import is_sentinel
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +126,13 @@ class Heartbeat:
                 await self.beat()
                 failing_since_ns = None
             except Exception as e:
-                # On a cluster a master may be mid-failover: skip beats for as long as a failover takes
-                # (the hash's TTL may lapse meanwhile; the next beat sets it again). On one node, a lost
-                # Redis ends the process as before.
+                # On a cluster or under Sentinel a master may be mid-failover: skip beats for as long as a
+                # failover takes (the hash's TTL may lapse meanwhile; the next beat sets it again). On one
+                # node, a lost Redis ends the process as before.
                 now_ns = self._clock.monotonic_ns()
                 failing_since_ns = now_ns if failing_since_ns is None else failing_since_ns
-                if not (is_cluster(self._client) and retryable(e)) or now_ns - failing_since_ns > FAILOVER_WAIT_NS:
+                fails_over = is_cluster(self._client) or is_sentinel(self._client)
+                if not (fails_over and retryable(e)) or now_ns - failing_since_ns > FAILOVER_WAIT_NS:
                     raise
                 log.warning("heartbeat %s not written (%s); retrying at the next beat", self.key, e)
             next_ns += self._interval_ns

@@ -17,6 +17,9 @@ Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
 
 NEW = "new"
+#: The owner of an order the gateway learnt of from the broker, not from an intent (placed by hand,
+#: or restored after Redis lost its record); a replayed intent of its own agent claims it back.
+EXTERNAL_AGENT = "external"
 PENDING_NEW = "pending_new"
 ACCEPTED = "accepted"
 PARTIALLY_FILLED = "partially_filled"

@@ -4,30 +4,38 @@ URL: ``redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/<db>
 for TLS to the Sentinels and the data nodes, with ``?ssl_*`` options as on rediss://). The hosts are
 Sentinels; ``<service>`` is the monitored master's name.
 
-The lean RESP paths (publisher, cache writer, agent subscription) connect to an
-:class:`~core.resp.Address` taken from the client's pool. A Sentinel pool finds the master only when it
-connects, so :func:`resolve_master` (called by ``wait_for_redis``) asks the Sentinels once and writes the
-master's address into every pool made for that URL in this process. After a failover the lean
-connections drop, the process exits 69 and its supervised restart resolves the new master.
+A failover is ridden out in-process, within :data:`~core.cluster.FAILOVER_WAIT_S` (the cluster's bound):
+
+- redis-py clients: the SentinelConnectionPool asks the Sentinels for the master on every connect, and
+  :class:`FailoverRetry` retries a command whose connection was lost until the promoted replica answers;
+- the lean RESP paths (publisher, cache writer, agent subscription) ask the Sentinels whenever they
+  (re)connect (:func:`master_address`); :class:`MasterConnection` reopens on the new master and
+  :func:`through_master_failover` sends again.
+
+Nothing is cached per process: the address is asked for at each connect, so there is no registry of pools.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 
+from core.cluster import FAILOVER_WAIT_S, through_failover
 from core.errors import ConfigError
-from core.redis_spec import MULTI_HOST_EXAMPLES, split_hosts
+from core.redis_spec import MULTI_HOST_EXAMPLES, RedisSpec, split_hosts
+from core.resp import RespConnection, Subscription
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
-
-# Pools per URL in this process, so resolving through one client fixes the address of all of them.
-_POOLS: dict[str, list[Any]] = {}
+T = TypeVar("T")
 
 
 def is_sentinel_url(url: str) -> bool:
@@ -55,24 +63,112 @@ def parse_sentinel_url(url: str) -> SentinelURL:
                        parts.scheme == "rediss+sentinel", username, password)
 
 
+class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)
+    """redis-py's retry bounded by time instead of a count: a lost connection is retried for ``wait_s``
+    from the first failure (backoff 50 ms doubling to 1 s, jittered).
+
+    redis-py nests retries (a command's retry reconnects through a connect that retries too); a count
+    would multiply across the levels, a deadline per level keeps a Redis that stays away at about
+    ``wait_s`` before the error reaches the process (exit 69).
+    """
+
+    def __init__(self, wait_s: float = FAILOVER_WAIT_S) -> None:
+        super().__init__(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=-1)
+        self.wait_s = wait_s
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[..., Any],
+                              is_retryable: Callable[[Exception], bool] | None = None,
+                              with_failure_count: bool = False) -> T:
+        self._backoff.reset()
+        deadline = time.monotonic() + self.wait_s
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self._backoff.compute(failures))
+
+
 def sentinel_client(url: str, *, decode: bool = True, password: str | None = None,
-                    node_kwargs: Mapping[str, Any] | None = None) -> aioredis.Redis:
+                    node_kwargs: Mapping[str, Any] | None = None, ride_failover: bool = True) -> aioredis.Redis:
     """A client of the current master, found through the Sentinels; no I/O until first use.
-    ``node_kwargs`` (RedisSpec.node_kwargs: CA, client certificate) reach the Sentinels and the master."""
+
+    ``node_kwargs`` (RedisSpec.node_kwargs: CA, client certificate) reach the Sentinels and the master.
+    ``ride_failover=False``: no retry at all, a lost master raises at once (the gateway rebuilds its
+    state from the new master instead of carrying on from memory the old one may not have kept)."""
     spec = parse_sentinel_url(url)
     node = dict(node_kwargs) if node_kwargs is not None else {"ssl": spec.tls}
     sentinel = Sentinel(list(spec.sentinels), socket_timeout=2.0, sentinel_kwargs={"socket_timeout": 2.0, **node})
-    client = sentinel.master_for(spec.service, decode_responses=decode, db=spec.db, username=spec.username,
-                                 password=password or spec.password, socket_keepalive=True, **node)
-    _POOLS.setdefault(url, []).append(client.connection_pool)
-    return client
+    retry = FailoverRetry() if ride_failover else Retry(NoBackoff(), 0)
+    return sentinel.master_for(spec.service, decode_responses=decode, db=spec.db, username=spec.username,
+                               password=password or spec.password, socket_keepalive=True, retry=retry, **node)
 
 
-async def resolve_master(client: aioredis.Redis, url: str) -> None:
-    """Write the master's address into every pool for ``url``, for core.resp.Address.from_client."""
+def is_sentinel(client: Any) -> bool:
+    return isinstance(getattr(client, "connection_pool", None), SentinelConnectionPool)
+
+
+async def master_address(client: aioredis.Redis) -> RedisSpec:
+    """Where the lean RESP paths connect: the master the Sentinels name now (credentials and TLS from
+    the client); for any other client, the address it was built with."""
+    spec = RedisSpec.from_client(client)
     pool = client.connection_pool
     if not isinstance(pool, SentinelConnectionPool):
-        return
+        return spec
     host, port = await pool.get_master_address()
-    for each in _POOLS.get(url, [pool]):
-        each.connection_kwargs.update(host=host, port=int(port))
+    return dataclasses.replace(spec, host=str(host), port=int(port))
+
+
+class MasterConnection:
+    """One lean RESP connection to the current master, opened on first use and after :meth:`refresh`."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._connection: RespConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> RespConnection:
+        async with self._lock:  # two writers at once must not open two connections
+            if self._connection is None or self._connection.protocol.closed.done():
+                self._connection = await RespConnection.open(await master_address(self._client))
+            return self._connection
+
+    async def refresh(self) -> None:
+        """Drop the connection; the next :meth:`get` asks the Sentinels again."""
+        self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+async def through_master_failover(master: MasterConnection, op: Callable[[RespConnection], Awaitable[T]],
+                                  wait_s: float = FAILOVER_WAIT_S) -> T:
+    """``op`` on the master's connection; while the master is lost (or answers READONLY/LOADING as a demoted
+    or syncing node), reconnect to whichever master the Sentinels name and run it again, up to ``wait_s``."""
+
+    async def attempt() -> T:
+        return await op(await master.get())
+
+    return await through_failover(master, attempt, wait_s, what="the Sentinel-managed master")  # type: ignore[no-any-return]
+
+
+class MasterSubscription(Subscription):
+    """A :class:`~core.resp.Subscription` that connects to the master the Sentinels name at subscribe time
+    (the agent runtime makes a new one for each resubscribe, so a failover lands on the new master)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        super().__init__(RedisSpec.from_client(client))
+        self._client = client
+
+    async def subscribe(self, *channels: str | bytes) -> None:
+        if self._connection is None:
+            self.address = await master_address(self._client)
+        await super().subscribe(*channels)

@@ -23,7 +23,11 @@ import redis.asyncio as aioredis
 import requests
 
 from agents.trading import TradingClient
+from core.clock import SystemClock
 from core.keys import Keys
+from core.orders import Order
+from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
+from hub.execution.store import OrderStore
 from tests.conftest import free_port
 from tests.helpers import ProcessGroup, eventually
 from tests.test_gateway import count_orders, wait_all_handled
@@ -141,11 +145,9 @@ async def test_restart_reconciles_orders_and_positions_with_the_account(
     stand_in.fill(first, 10, "299.50")
     with warnings.catch_warnings():  # alpaca-py 0.44 imports websockets.legacy
         warnings.simplefilter("ignore", DeprecationWarning)
-        from alpaca.trading.client import TradingClient as SdkClient
         from alpaca.trading.requests import LimitOrderRequest
-    sdk = SdkClient("test-key", "test-secret", url_override=stand_in.rest)
-    sdk.submit_order(LimitOrderRequest(symbol="MSFT", qty=3, side="sell", time_in_force="day", limit_price=310,
-                                       client_order_id="by-hand-1"))
+    _sdk(stand_in).submit_order(LimitOrderRequest(symbol="MSFT", qty=3, side="sell", time_in_force="day",
+                                                  limit_price=310, client_order_id="by-hand-1"))
 
     start_gateway(processes, stand_in)
     order = await trading.wait_for(first, timeout_s=10)
@@ -197,3 +199,65 @@ async def test_fractional_orders_follow_the_assets_fractionable_flag(processes: 
     order = await trading.wait_for(whole, timeout_s=10)
     assert order.status == "rejected" and "not fractionable" in order.reject_reason
     assert stand_in.stats()["asset_lookups"] == 2  # once per symbol, then from the gateway's memory
+
+
+def _sdk(stand_in: StandIn) -> Any:
+    with warnings.catch_warnings():  # alpaca-py 0.44 imports websockets.legacy
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from alpaca.trading.client import TradingClient as SdkClient
+    return SdkClient("test-key", "test-secret", url_override=stand_in.rest)
+
+
+async def test_replayed_intent_whose_record_redis_lost_adopts_the_alpaca_order(
+        processes: ProcessGroup, stand_in: StandIn, trading: TradingClient, sync_redis: redis.Redis) -> None:
+    gateway = start_gateway(processes, stand_in)
+    coid = await trading.submit_limit("AAPL", "buy", 10, "100.01")
+    placed = await trading.wait_for(coid, {"new"}, timeout_s=10)
+    stand_in.fill(coid, 4, "100.00")
+    await trading.wait_for(coid, {"partially_filled"}, timeout_s=10)
+    intent = sync_redis.xrange("tf:orders:intents")[-1][1]
+    gateway.send_signal(signal.SIGKILL)
+    gateway.wait(10)
+    # A failover under async replication lost the order's writes (its hash, open-set membership, the fill's
+    # position) and the intent's acknowledgement: the intent is replayed.
+    sync_redis.delete(f"tf:order:{coid}", "tf:position:AAPL")
+    sync_redis.srem("tf:orders:open", coid)
+    sync_redis.xadd("tf:orders:intents", intent)
+
+    start_gateway(processes, stand_in)
+    eventually(lambda: sync_redis.hget("tf:gateway:gateway", "adopted") == "1", message="the order adopted")
+    order = await trading.order(coid)
+    assert order is not None and order.agent == trading.agent_name  # the sender's again, not "external"
+    assert (order.status, order.filled_qty, order.filled_avg_price) == ("partially_filled", 4, Decimal("100"))
+    assert order.broker_order_id == placed.broker_order_id
+    assert (await trading.position("AAPL")).qty == 4
+    assert trading.rejection(coid) is None
+    events = [f["event"] for _, f in sync_redis.xrange("tf:orders:events") if f.get("client_order_id") == coid]
+    assert "intent_rejected" not in events and events[-1] == "adopted"
+    assert stand_in.stats()["orders"] == 1  # one order at Alpaca, never a second
+
+
+async def test_submit_refused_as_a_reused_id_adopts_alpacas_order(processes: ProcessGroup, stand_in: StandIn,
+                                                                 aredis: aioredis.Redis) -> None:
+    """The other way a lost record shows: the submit reaches Alpaca first, which refuses the id
+    (HTTP 422 "client_order_id must be unique"); the broker looks it up by id and takes Alpaca's state."""
+    with warnings.catch_warnings():  # alpaca-py 0.44 imports websockets.legacy
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from alpaca.trading.requests import LimitOrderRequest
+
+        from hub.execution.brokers.alpaca import AlpacaBroker
+
+    remote = _sdk(stand_in).submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side="buy", time_in_force="day",
+                                                           limit_price=300, client_order_id="mm-lost-1"))
+    stand_in.fill("mm-lost-1", 2, "299.90")
+    store = OrderStore(aredis, Keys(), SystemClock())
+    broker = AlpacaBroker(store, AlpacaBrokerSettings(api_key="test-key", secret_key="test-secret",
+                                                      base_url=stand_in.rest, stream_url=stand_in.ws))
+    await broker.submit(Order(client_order_id="mm-lost-1", agent="mm", symbol="MSFT", side="buy",
+                              order_type="limit", qty=Decimal(5), limit_price=Decimal(300)))
+    order = await store.get("mm-lost-1")
+    assert order is not None and (order.agent, order.broker_order_id) == ("mm", str(remote.id))
+    assert (order.status, order.filled_qty, order.filled_avg_price) == ("partially_filled", 2, Decimal("299.9"))
+    assert store.position("MSFT").qty == 2
+    assert (stand_in.stats()["orders"], stand_in.stats()["duplicate_submits"]) == (1, 1)
+    await broker.close()

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from core.errors import OrderRejected
 from core.intents import encode_intent
-from core.orders import Intent
+from core.orders import EXTERNAL_AGENT, Intent, Order
 from core.ratelimit import RedisTokenBucket
 from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.brokers.sim import SimBrokerSettings
@@ -54,6 +54,25 @@ async def test_a_reused_id_with_other_parameters_is_refused_and_an_exact_resend_
         await _eventually_async(lambda: stack.gateway.stats.duplicates == 1)
         news = [f for _, f in await stack.client.xrange(KEYS.order_events()) if f.get("event") == "new"]
         assert [f["client_order_id"] for f in news] == ["dup-1"]
+
+
+async def test_a_replayed_intent_claims_its_restored_order_but_not_one_placed_by_hand(redis_url: str) -> None:
+    async with sim_stack(redis_url) as stack:
+        restored = {"agent": EXTERNAL_AGENT, "symbol": "AAPL", "side": "buy", "order_type": "limit",
+                    "qty": Decimal(10), "limit_price": Decimal("99"), "status": "new"}
+        await stack.store.record(Order(client_order_id="tester-r-1", **restored), "new")  # what a reconcile writes
+        await stack.store.record(Order(client_order_id="by-hand-1", **restored), "new")
+        trading = stack.trading()
+        await trading.submit_limit("AAPL", "buy", 10, "99", client_order_id="tester-r-1")
+        await _eventually_async(lambda: stack.gateway.stats.adopted == 1)
+        order = await trading.wait_for("tester-r-1", {"new"})
+        assert order.agent == "tester" and trading.rejection("tester-r-1") is None
+        await trading.submit_limit("AAPL", "buy", 10, "99", client_order_id="by-hand-1")
+        with pytest.raises(OrderRejected, match="already used for a different order"):
+            await trading.wait_for("by-hand-1", {"new", "rejected"})
+        assert (await stack.store.get("by-hand-1")).agent == EXTERNAL_AGENT  # type: ignore[union-attr]
+        events = [f["event"] for _, f in await stack.client.xrange(KEYS.order_events())]
+        assert events.count("adopted") == 1 and events.count("new") == 2  # no order was made
 
 
 # ownership and the operator --------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -9,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.errors import ConfigError
-from core.exitcodes import ExitCode
-from core.sentinel import parse_sentinel_url
+from core.keys import Keys
+from core.sentinel import FailoverRetry, parse_sentinel_url
 from tests.conftest import REPO
 from tests.helpers import ProcessGroup, eventually
 from tests.sentinel import redis_sentinel
+from tests.test_cluster import _orders_state
+from tests.test_gateway import submit_fields
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "QQQ"]
 
@@ -40,34 +45,116 @@ def _stamps(port: int) -> list[int]:
 
 
 @pytest.mark.timeout(120)
-def test_failover_mid_run_stack_is_back_within_seconds(tmp_path: Path) -> None:
+def test_failover_mid_run_stack_carries_on_in_process(tmp_path: Path) -> None:
     with redis_sentinel() as sentinel:
         env = {**os.environ, "REDIS_URL": sentinel.url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
         group = ProcessGroup(env, tmp_path, cwd=REPO, python=sys.executable)
         programs = [("-m", "hub", "--source", "sim", "--symbols", ",".join(SYMBOLS), "--sim-rate", "500"),
                     ("-m", "agents.spotter", "--instruments", ",".join(SYMBOLS), "--throttle", "50ms")]
         running = [group.start(*args) for args in programs]
+        pids = [proc.pid for proc in running]
         try:
             primary = sentinel.ports["primary"]
             eventually(lambda: all(_stamps(primary)), timeout_s=30, message="the stack on the primary")
             sentinel.kill("primary")
             killed_ns = time.time_ns()
-            restarts = 0
 
             def back() -> bool:
-                nonlocal restarts
-                for i, proc in enumerate(running):  # as supervisord does: exit 69 -> restart
-                    code = proc.poll()
-                    if code is not None:
-                        assert code == ExitCode.REDIS_UNAVAILABLE, group.output(proc)[-3000:]
-                        running[i] = group.start(*programs[i])
-                        restarts += 1
+                for proc in running:  # nobody exits: the new master is found in-process
+                    assert proc.poll() is None, group.output(proc)[-3000:]
                 new = sentinel.master_port()
                 return new is not None and new != primary and all(ts > killed_ns for ts in _stamps(new))
 
             eventually(back, timeout_s=60, interval_s=0.1, message="caches updating on the promoted replica")
             print(f"sentinel failover: caches updating again {(time.time_ns() - killed_ns) / 1e9:.2f}s after the "
-                  f"primary was killed ({restarts} supervised restarts; down-after 1s)")
+                  "primary was killed, same processes (down-after 1s)")
             assert sentinel.master_port() == sentinel.ports["replica"]
+            assert [proc.pid for proc in running] == pids and all(proc.poll() is None for proc in running)
+            # the hub's and the agent's heartbeats carry on too (their hashes are on the new master)
+            new_master = redis.Redis(port=sentinel.ports["replica"], decode_responses=True)
+            eventually(lambda: new_master.hget("tf:agent:spotter", "pid") == str(pids[1]), message="agent heartbeat")
+            new_master.close()
         finally:
             group.stop_all()
+        for proc, _ in group.procs:
+            assert proc.returncode == 0, group.output(proc)[-2000:]
+
+
+@pytest.mark.timeout(120)
+def test_gateway_through_a_sentinel_failover_makes_every_order_once(tmp_path: Path) -> None:
+    keys = Keys("tf")
+    total = 2000
+    ids = [f"s-{i}" for i in range(total)]
+    with redis_sentinel() as sentinel:
+        primary = redis.Redis(port=sentinel.ports["primary"], decode_responses=True)
+        promoted = redis.Redis(port=sentinel.ports["replica"], decode_responses=True)
+        primary.hset(keys.latest_quote("AAPL"), mapping={"bid": 100.0, "bid_size": 100, "ask": 100.02,
+                                                         "ask_size": 100, "ts_ns": time.time_ns()})
+        env = {**os.environ, "REDIS_URL": sentinel.url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+        group = ProcessGroup(env, tmp_path, cwd=REPO, python=sys.executable)
+        try:
+            gateway = group.start("-m", "hub.execution", "--broker", "sim", "--order-rate", "100000", "--order-burst",
+                                  "100000", "--max-open-orders", "100000", "--max-position", "10000000")
+            eventually(lambda: primary.exists("tf:gateway:gateway"), timeout_s=30, message="the gateway heartbeat")
+            pipe = primary.pipeline(transaction=False)
+            for coid in ids:
+                pipe.xadd(keys.order_intents(), submit_fields(coid))
+            pipe.execute()
+            primary.execute_command("WAIT", 1, 5000)  # the intents are on the replica
+            made = eventually(lambda: (n := primary.scard(keys.open_orders())) >= 300 and n, timeout_s=30,
+                              interval_s=0.005, message="gateway under way")
+            sentinel.kill("primary")
+            assert made < total  # killed mid-way
+            killed_ms = time.time() * 1000
+            killed = time.monotonic()
+            first_write_s: list[float] = []
+
+            def handled() -> tuple[int, dict[str, int]] | None:
+                assert gateway.poll() is None, group.output(gateway)[-3000:]  # no restart: it carries on
+                if not first_write_s:
+                    with contextlib.suppress(redis.RedisError):
+                        newest = promoted.xrevrange(keys.order_events(), count=1)
+                        if newest and int(newest[0][0].split("-")[0]) > killed_ms:
+                            first_write_s.append(time.monotonic() - killed)
+                return _orders_state(promoted, keys, ids)
+
+            state = eventually(handled, timeout_s=60, interval_s=0.1, message="every intent handled after failover")
+            print(f"sentinel gateway failover: first order written on the promoted replica {first_write_s[0]:.2f}s "
+                  f"after the kill, all {total} intents handled after {time.monotonic() - killed:.1f}s, "
+                  f"same process ({made} orders made before the kill; down-after 1s)")
+            open_count, news = state
+            assert sentinel.master_port() == sentinel.ports["replica"]
+            assert set(news.values()) == {1}, "an order was made twice"
+            assert open_count == total and set(news) == set(ids)
+            assert promoted.xinfo_groups(keys.order_intents())[0]["pending"] == 0  # every intent acknowledged
+            assert gateway.poll() is None
+        finally:
+            group.stop_all()
+            primary.close()
+            promoted.close()
+        assert gateway.returncode == 0, group.output(gateway)[-2000:]
+
+
+async def test_failover_retry_is_bounded_by_time_however_the_calls_nest() -> None:
+    retry = FailoverRetry(wait_s=0.3)
+    attempts: list[float] = []
+
+    async def lost() -> None:
+        attempts.append(time.monotonic())
+        raise RedisConnectionError("master gone")
+
+    async def reconnect(_: Exception) -> None:  # as redis-py's pub/sub does: a connect that retries itself
+        await retry.call_with_retry(lost, lambda _e: asyncio.sleep(0))
+
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        await retry.call_with_retry(lost, reconnect)
+    assert len(attempts) > 3 and time.monotonic() - started < 1.0  # retried, and stopped near wait_s, not 2x
+    answers = iter([RedisConnectionError("failing over"), None])
+
+    async def recovers() -> str:
+        if (error := next(answers)) is not None:
+            raise error
+        return "pong"
+
+    assert await FailoverRetry(wait_s=5).call_with_retry(recovers, lambda _e: asyncio.sleep(0)) == "pong"

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.clock import SystemClock
+from core.cluster import FAILOVER_WAIT_S, retryable
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
@@ -90,47 +91,110 @@ def latency_summary_us(samples: list[int]) -> dict[str, float]:
 
 async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     settings, keys, clock = config.process, config.process.keys, SystemClock()
-    client = redis_client(settings.redis_spec)
-    raw_client = redis_client(settings.redis_spec, decode=False)
+    # Under Sentinel these clients do not retry through a failover: the gateway must see it (below).
+    client = redis_client(settings.redis_spec, ride_failover=False)
+    raw_client = redis_client(settings.redis_spec, decode=False, ride_failover=False)
     try:
         await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
-        store = OrderStore(client, keys, clock)
-        broker = make_broker(config, store, client, raw_client)
-        # The order-rate bucket lives in Redis: a restarted gateway does not start with a full burst.
-        rate = RedisTokenBucket(client, keys.order_rate_bucket(), config.risk.order_rate, config.risk.order_burst)
-        risk = RiskChecks(config.risk, clock, rate)
-        gateway = Gateway(client, keys, store, broker, risk, clock,
-                          raw_client=raw_client, consumer=config.gateway.name, batch=config.gateway.intent_batch,
-                          poll_ns=config.gateway.risk_poll_ns)
-        heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock, lambda: {
-            "kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
-            "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
-            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
-            **dashboard_fields(gateway, risk)})
+        current: list[tuple[Gateway, OrderStore, Broker, RiskChecks]] = []
+        heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock,
+                              lambda: heartbeat_fields(config, *current[-1]) if current else {"kind": "gateway"})
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
         try:
-            await gateway.start()
-            await reconcile_with_broker(store, broker, client, keys)  # nothing at the broker is forgotten
-            log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
-                     len(store.open))
-            await run_until_stopped(stop, gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop),
-                                    heartbeat.run(stop), grace_s=3.0)
+            while not await _serve(config, client, raw_client, heartbeat, current, stop):
+                # A promoted replica may lack the old master's last writes (replication is asynchronous):
+                # memory is dropped and everything is read again from the new master, as a restart would,
+                # and the unacknowledged intents are replayed (idempotently by client_order_id).
+                if not await _master_back(client, settings, stop):
+                    return
+                log.warning("gateway %s: Redis master back; reloading orders from it and replaying intents",
+                            config.gateway.name)
         finally:
             with contextlib.suppress(Exception):
-                await broker.close()
-            with contextlib.suppress(Exception):
                 await heartbeat.release()
-            log.info("gateway %s stopped: %s", config.gateway.name, vars_of(gateway))
     finally:
         await raw_client.aclose()
         await client.aclose()
+
+
+async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aioredis.Redis, heartbeat: Heartbeat,
+                 current: list[tuple[Gateway, OrderStore, Broker, RiskChecks]], stop: asyncio.Event) -> bool:
+    """Load state, reconcile, handle intents until ``stop`` (True), or until a Sentinel-managed master is
+    lost (False: the caller waits for the new master and serves again; anything else raises)."""
+    settings, keys, clock = config.process, config.process.keys, SystemClock()
+    store = OrderStore(client, keys, clock)
+    broker = make_broker(config, store, client, raw_client)
+    # The order-rate bucket lives in Redis: a restarted gateway does not start with a full burst.
+    rate = RedisTokenBucket(client, keys.order_rate_bucket(), config.risk.order_rate, config.risk.order_burst)
+    risk = RiskChecks(config.risk, clock, rate)
+    gateway = Gateway(client, keys, store, broker, risk, clock,
+                      raw_client=raw_client, consumer=config.gateway.name, batch=config.gateway.intent_batch,
+                      poll_ns=config.gateway.risk_poll_ns)
+    current[:] = [(gateway, store, broker, risk)]
+    serving = asyncio.Event()
+    try:
+        await gateway.start()
+        await reconcile_with_broker(store, broker, client, keys)  # nothing at the broker is forgotten
+        log.info("gateway %s ready: broker %s, %d open orders", config.gateway.name, config.gateway.broker,
+                 len(store.open))
+        await run_until_stopped(serving, _until(stop, serving), gateway.run_intake(serving),
+                                gateway.watch_risk_state(serving), broker.run(serving), heartbeat.run(serving),
+                                grace_s=3.0)
+        return True
+    except Exception as e:
+        if stop.is_set() or settings.redis_spec.topology != "sentinel" or not retryable(e):
+            raise
+        log.warning("gateway %s lost the Redis master (%s); waiting for the promoted replica", config.gateway.name, e)
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await broker.close()
+        log.info("gateway %s stopped: %s", config.gateway.name, vars_of(gateway))
+
+
+async def _master_back(client: aioredis.Redis, settings: ProcessSettings, stop: asyncio.Event) -> bool:
+    """True once the promoted replica answers (RedisUnavailableError after FAILOVER_WAIT_S); False if the
+    process is told to stop meanwhile."""
+    waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            return False
+        waiting.result()  # raises RedisUnavailableError when the wait ran out
+        return True
+    finally:
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def _until(stop: asyncio.Event, serving: asyncio.Event) -> None:
+    """Ends the serving tasks when the process stops (``serving`` is also set when one of them fails)."""
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(serving.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    serving.set()
+
+
+def heartbeat_fields(config: GatewayConfig, gateway: Gateway, store: OrderStore, broker: Broker,
+                     risk: RiskChecks) -> dict[str, str | int | float]:
+    return {"kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
+            "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
+            **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
+            **dashboard_fields(gateway, risk)}
 
 
 def vars_of(gateway: Gateway) -> dict[str, int]:
     stats = gateway.stats
     return {"intents": stats.intents, "submitted": stats.submitted, "rejected": stats.rejected,
             "duplicates": stats.duplicates, "reused_ids": stats.reused_ids, "refused": stats.refused,
-            "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed}
+            "bad_intents": stats.bad_intents, "poison": stats.poison, "replayed": stats.replayed,
+            "adopted": stats.adopted}
 
 
 def dashboard_fields(gateway: Gateway, risk: RiskChecks) -> dict[str, str | int | float]:

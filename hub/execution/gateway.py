@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import assert_never
 
@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from core.clock import Clock
 from core.intents import IntentError
 from core.keys import Keys
-from core.orders import PENDING_CANCEL, PENDING_NEW, Intent, Order
+from core.orders import EXTERNAL_AGENT, PENDING_CANCEL, PENDING_NEW, Intent, Order
 from core.prices import BidAsk
 from core.ratelimit import RateLimitedLog
 from core.ticks import MAX_PRICE, is_fractional
@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GROUP", "Gateway", "GatewayStats"]
 
+#: Differences between an intent and the order stored under its id (None: the same order).
+Differ = Callable[[Intent, Order], str | None]
+ADOPTED = "restored from the broker while Redis had lost it; claimed back by its replayed intent"
 #: A cancel-all that has not emptied the book is sent again after this long.
 CANCEL_RETRY_NS = 2_000_000_000
 MAX_BACKOFF_S = 5.0
@@ -164,9 +167,17 @@ class Gateway:
             return None
         return await self._store.get(client_order_id)
 
-    async def _resent(self, intent: Intent, existing: Order, difference: str | None) -> None:
+    async def _resent(self, intent: Intent, existing: Order, differ: Differ) -> None:
         """An intent whose id is taken: an exact resend is ignored (or finishes a half-done submit);
-        the same id with other parameters is refused where the sender sees it."""
+        the same id with other parameters is refused where the sender sees it. The broker's copy of this
+        very intent's order, restored under agent ``external`` because Redis lost its record, is adopted."""
+        if _restored_for(intent, existing, differ):
+            self.stats.adopted += 1
+            log.warning("order %s was restored from the broker; its replayed intent claims it for agent %s",
+                        existing.client_order_id, intent.agent)
+            await self._store.record(existing.evolve(agent=intent.agent), "adopted", reason=ADOPTED)
+            return
+        difference = differ(intent, existing)
         if difference is not None:
             self.stats.reused_ids += 1
             await self._refuse(intent, reuse_reason(intent.client_order_id, difference))
@@ -178,7 +189,7 @@ class Gateway:
     async def _submit(self, intent: Intent) -> None:
         existing = await self._existing(intent.client_order_id)
         if existing is not None:
-            return await self._resent(intent, existing, submit_difference(intent, existing))
+            return await self._resent(intent, existing, submit_difference)
         if intent.side is None or intent.qty is None:
             raise IntentError("a submit needs side and qty")  # decode_intent guarantees both
         now_ns = self._clock.time_ns()
@@ -235,7 +246,7 @@ class Gateway:
     async def _replace(self, intent: Intent) -> None:
         existing = await self._existing(intent.client_order_id)
         if existing is not None:
-            return await self._resent(intent, existing, replace_difference(intent, existing))
+            return await self._resent(intent, existing, replace_difference)
         old = await self._store.get(intent.target)
         now_ns = self._clock.time_ns()
         base = old or Order(client_order_id="", agent=intent.agent, symbol="?", side="buy", order_type="limit",
@@ -291,6 +302,15 @@ class Gateway:
             await self._broker.cancel_all(list(self._store.open.values()))
         except BrokerUnavailable as e:
             self._bad_log.warning("halt", "kill switch: cancel-all failed (%s); retrying", e)
+
+
+def _restored_for(intent: Intent, existing: Order, differ: Differ) -> bool:
+    """``existing`` is what the broker holds for this intent: restored as external, the same order in every
+    parameter but the owner, and an id that names the intent's agent (agents.trading's ``<agent>-...``), so
+    no agent claims an order someone placed by hand."""
+    return (existing.agent == EXTERNAL_AGENT and intent.agent != EXTERNAL_AGENT
+            and intent.client_order_id.startswith(f"{intent.agent}-")
+            and differ(intent, existing.evolve(agent=intent.agent)) is None)
 
 
 def _replace_refusal(intent: Intent, old: Order | None) -> str | None:

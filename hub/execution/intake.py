@@ -6,8 +6,9 @@ that does not decode, or whose handling raises anything but a lost Redis connect
 is rejected with a reason (a rejected order when it names a new one, else an
 ``intent_rejected`` event), counted (``bad_intents``, ``poison``) and acknowledged with
 its batch, and the next entry is handled. Losing Redis is not the entry's fault: it
-propagates, the process exits to be restarted, and the unacknowledged entries are
-replayed (idempotently, by ``client_order_id``).
+propagates, the process exits to be restarted (under Sentinel the gateway reloads in-process,
+hub.execution.app), and the unacknowledged entries are replayed (idempotently, by
+``client_order_id``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 import redis.asyncio as aioredis
 
 from core.keys import Keys
-from core.orders import Order
+from core.orders import EXTERNAL_AGENT, Order
 from hub.execution.store import OrderStore
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ async def reconcile_with_broker(store: OrderStore, broker: object, client: aiore
     for remote in remote_orders:
         # an order the store knows is the broker's own reconcile's job (it owns fill accounting)
         if not await store.exists(remote.client_order_id):
-            await store.record(remote.evolve(agent="external"), _event(remote.status), reason=RESTORED)
+            await store.record(remote.evolve(agent=EXTERNAL_AGENT), _event(remote.status), reason=RESTORED)
             restored += 1
     report = ReconcileReport(len(remote_orders), restored)
     if restored:

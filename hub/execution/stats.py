@@ -18,5 +18,7 @@ class GatewayStats:
     bad_intents: int = 0
     poison: int = 0
     replayed: int = 0
+    #: orders restored from the broker (Redis had lost them) that their own replayed intent claimed back
+    adopted: int = 0
     ack_latency_ns: list[int] = field(default_factory=list)
     ack_ms: Histogram = field(default_factory=Histogram)  # intent sent -> handled, for the dashboard's metrics

@@ -10,7 +10,8 @@ The flush goes out as one pre-encoded RESP buffer on a lean connection of its
 own (core.resp), opened from the redis-py client's settings: through redis-py's
 pipeline the per-command packing and reply handling cost more CPU than
 everything else the hub does (see docs/performance.md). Losing Redis raises
-RedisUnavailableError, as before.
+RedisUnavailableError; on a cluster or under Sentinel the flush is sent again on
+the new master first, for as long as a failover takes (core.cluster, core.sentinel).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from core.cluster import NodeConnections, is_cluster, through_failover
 from core.codec import QuoteRow, encode_quote_rows
 from core.keys import Keys
 from core.resp import Address, RespConnection
+from core.sentinel import MasterConnection, is_sentinel, through_master_failover
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class Publisher:
         self._keys = keys
         # on a Redis Cluster: one connection per master, each symbol's commands to its slot's master
         self._nodes = NodeConnections(client) if is_cluster(client) else None
+        # under Sentinel: the master's connection, reopened on the promoted replica after a failover
+        self._master = MasterConnection(client) if is_sentinel(client) else None
         self._publish_verb = b"SPUBLISH" if self._nodes is not None else b"PUBLISH"
         self._address = Address() if self._nodes is not None else Address.from_client(client)
         self._connection: RespConnection | None = None
@@ -93,6 +97,8 @@ class Publisher:
                 self._connection = None
             if self._nodes is not None:
                 self._nodes.close()
+            if self._master is not None:
+                self._master.close()
 
     async def flush(self) -> None:
         self._wake.clear()
@@ -101,6 +107,11 @@ class Publisher:
         batch, self._pending = self._pending, {}
         if self._nodes is not None:
             await self._send_to_nodes(self._nodes, batch)
+        elif self._master is not None:
+            buf, replies = self._encode(batch), 2 * len(batch)
+            await through_master_failover(self._master, lambda connection: connection.send(buf, replies))
+            if not self._running:
+                self._master.close()
         elif self._running:
             connection = self._connection or await self._connect()
             await connection.send(self._encode(batch), 2 * len(batch))

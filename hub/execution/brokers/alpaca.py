@@ -30,7 +30,7 @@ import requests
 
 from core.clock import SystemClock
 from core.errors import OrderError
-from core.orders import PENDING_CANCEL, REPLACED, TERMINAL, ZERO, Order, Position
+from core.orders import EXTERNAL_AGENT, PENDING_CANCEL, REPLACED, TERMINAL, ZERO, Order, Position
 from core.ratelimit import LocalRateGate, RateGate, RateLimitedLog, TokenBucket
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import BrokerUnavailable
@@ -377,7 +377,7 @@ def _event_name(status: str) -> str:
 def _adopt(remote: Any) -> Order:
     """An order placed outside the gateway (found when reconciling): tracked under agent 'external'."""
     kind = _value(remote.type or remote.order_type)
-    return Order(client_order_id=remote.client_order_id, agent="external", symbol=str(remote.symbol),
+    return Order(client_order_id=remote.client_order_id, agent=EXTERNAL_AGENT, symbol=str(remote.symbol),
                  side="sell" if _value(remote.side) == "sell" else "buy",
                  order_type="market" if kind == "market" else "limit", qty=_dec(remote.qty),
                  limit_price=_dec(remote.limit_price) if remote.limit_price is not None else None,
