@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import backtest, cluster, dashboard, ingest, intake, latency, orders, publish
+from bench import backtest, cluster, dashboard, ingest, intake, latency, orders, publish, retention
 from bench.report import table
 from bench.server import redis_server
 
@@ -32,6 +32,7 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "backtest": backtest.run,
     "ingest": ingest.run,
     "cluster": cluster.run,
+    "retention": retention.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

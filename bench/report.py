@@ -37,6 +37,10 @@ def table(r: dict[str, Any]) -> str:
         row("hub publish: 3-master cluster vs 1 node", _k(c["cluster"]), f"node {_k(c['node'])}", "",
             c["cluster_vs_node"])
         row("  cluster failover -> caches again, s", f"{c['failover_recovery_s']:.2f}", "", "")
+    if "retention" in r:
+        t = r["retention"]
+        row("ended order in Redis, bytes", f"{t['bytes_per_order']:,}", "", "")
+        row("  retention removes, orders/s", _k(t["removed_per_s"]), "", "")
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),

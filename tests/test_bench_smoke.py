@@ -38,5 +38,6 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert overload["agent_alive"] is True
     assert result["ingest"]["sdk"] > 0 and result["ingest"]["hub"] > 0
     assert result["cluster"]["cluster"] > 0 and result["cluster"]["failover_recovery_s"] > 0
+    assert result["retention"]["removed"] == result["retention"]["orders"] > 0
     assert result["orders"]["ack"]["n"] > 0 and result["orders"]["intents_per_s"] > 0
     assert str(out) in done.stdout and "hub publish" in done.stdout
