@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import backtest, cluster, cluster_tls, dashboard, ingest, intake, latency, orders, publish
+from bench import backtest, cluster, cluster_tls, dashboard, ingest, intake, latency, orders, publish, retention
 from bench.report import table
 from bench.server import redis_server
 
@@ -33,6 +33,7 @@ SECTIONS: dict[str, Callable[[str, bool], dict[str, Any]]] = {
     "ingest": ingest.run,
     "cluster": cluster.run,
     "cluster_tls": cluster_tls.run,
+    "retention": retention.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

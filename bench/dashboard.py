@@ -33,7 +33,7 @@ def _proc_cpu_s(pid: int) -> float:
 
 #: The commands only the dashboard sends in this set-up (hub: PUBLISH/HSET; spotter: EVALSHA; heartbeats:
 #: MULTI/HSET/PEXPIRE/EXEC), so their counts and times in INFO commandstats are the dashboard's own load.
-DASHBOARD_COMMANDS = ("hgetall", "scan", "xread", "smembers", "mget", "xrevrange")
+DASHBOARD_COMMANDS = ("hgetall", "scan", "xread", "smembers", "get", "xrevrange")
 
 
 def _redis_counters(client: redis.Redis) -> tuple[float, int, int, int, int]:

@@ -34,6 +34,10 @@ def table(r: dict[str, Any]) -> str:
             g["hub_vs_sdk_cpu"])
     _cluster(r, row)
     _cluster_tls(r, row)
+    if "retention" in r:
+        t = r["retention"]
+        row("ended order in Redis, bytes", f"{t['bytes_per_order']:,}", "", "")
+        row("  retention removes, orders/s", _k(t["removed_per_s"]), "", "")
     if "intake" in r:
         i = r["intake"]
         row(f"agent intake, quotes/s ({i['batch']}/msg)", _k(i["project"]), _k(i["bare"]), _k(i["raw"]),

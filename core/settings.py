@@ -7,7 +7,7 @@ command-line flags, and builds the dataclasses. Every problem (unknown key,
 bad value, bad type) raises :class:`~core.errors.ConfigError` naming the setting
 and the fix, before any I/O happens.
 
-Durations accept ``250us``, ``500ms``, ``30s``, ``5m``, ``1h`` or a number of seconds.
+Durations accept ``250us``, ``500ms``, ``30s``, ``5m``, ``1h``, ``7d`` or a number of seconds.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from core.errors import ConfigError
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|sec|m|min|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|sec|m|min|h|d)?\s*$")
 _NS_PER_UNIT = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                 "sec": 1_000_000_000, "m": 60_000_000_000, "min": 60_000_000_000,
-                "h": 3_600_000_000_000}
+                "h": 3_600_000_000_000, "d": 86_400_000_000_000}
 
 
 def parse_duration_ns(value: object, setting: str) -> int:
@@ -53,8 +53,8 @@ def parse_duration_ns(value: object, setting: str) -> int:
 
 
 def format_duration_ns(duration_ns: int) -> str:
-    for unit, size in (("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
-                       ("ms", 1_000_000), ("us", 1_000)):
+    for unit, size in (("d", 86_400_000_000_000), ("h", 3_600_000_000_000), ("m", 60_000_000_000),
+                       ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)):
         if duration_ns >= size and duration_ns % size == 0:
             return f"{duration_ns // size}{unit}"
     return f"{duration_ns}ns"

@@ -42,5 +42,6 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert fanout["node_delivered_per_s"] > 0 and fanout["cluster_delivered_per_s"] > 0
     assert len(fanout["cluster_masters_cpu_s"]) == 3 and all(fanout["cluster_masters_cpu_s"])
     assert fanout["lost"] == {"node": 0, "cluster": 0}  # every message reached every subscriber
+    assert result["retention"]["removed"] == result["retention"]["orders"] > 0
     assert result["orders"]["ack"]["n"] > 0 and result["orders"]["intents_per_s"] > 0
     assert str(out) in done.stdout and "hub publish" in done.stdout

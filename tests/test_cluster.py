@@ -17,7 +17,7 @@ from redis.exceptions import RedisClusterException as RedisClusterError
 
 import core.cluster
 from core.cluster import ClusterURL, ShardedSubscription, is_cluster_url, parse_cluster_url, slot_of
-from core.connection import ProcessSettings
+from core.connection import ProcessSettings, redis_client
 from core.errors import ConfigError
 from core.exitcodes import ExitCode
 from core.keys import Keys
@@ -26,6 +26,7 @@ from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO, free_port
 from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import submit_fields
+from tests.test_order_retention import check_retention
 
 SYMBOLS = [f"C{i:02d}" for i in range(50)]
 
@@ -334,3 +335,15 @@ def test_slot_migration_mid_run_moves_keys_and_shard_channels(local_cluster: Loc
             assert proc.poll() is None, group.output(proc)[-3000:]
     finally:
         group.stop_all()
+
+
+async def test_order_retention_on_the_cluster_stays_in_the_orders_slot(local_cluster: LocalCluster,
+                                                                       cluster: RedisCluster) -> None:
+    client = redis_client(local_cluster.url)  # the removal script's keys all carry {orders}: one node runs it
+    try:
+        # as every process does (wait_for_redis): redis-py's cluster MULTI discovers the slots in a thread
+        # of its own, with connections bound to that thread's loop, if no command has done it before
+        await client.ping()
+        await check_retention(client, Keys("tf", cluster=True))
+    finally:
+        await client.aclose()

@@ -16,11 +16,13 @@ import redis
 from bench.server import RedisServer, start_redis_server
 from cache.data_cache import DataCache
 from core.acl import ROLES, role_rules
+from core.connection import redis_client
 from core.exitcodes import ExitCode
 from core.keys import PORTFOLIO, Keys
 from tests.conftest import REPO, free_port
 from tests.helpers import ProcessGroup, eventually
 from tests.supervisor_stack import deploy_programs, program_section, supervised
+from tests.test_order_retention import check_retention
 
 KEYS = Keys()
 STACK = ("hub", "gateway", "spotter", "quote_manager", "delta_hedger", "pnl", "dashboard")
@@ -183,3 +185,13 @@ async def test_data_cache_reads_the_password_file_from_the_environment(
     finally:
         await cache.aclose()
     assert as_role["admin"].hget(KEYS.cache("AAPL"), "fair_price") == "101.5"
+
+
+async def test_the_gateway_role_may_remove_ended_orders(acl_server: RedisServer, var: Path,
+                                                        as_role: dict[str, redis.Redis]) -> None:
+    client = redis_client(f"redis://gateway:{password(var, 'gateway')}@127.0.0.1:{acl_server.port}/0")
+    try:
+        await check_retention(client, KEYS)  # SCAN, the removal script (HMGET, SISMEMBER, UNLINK)
+    finally:
+        await client.aclose()
+    assert as_role["admin"].acl_log() == []

@@ -191,3 +191,42 @@ async def test_fills_are_deterministic_under_replay(redis_url: str) -> None:
     assert len(first) > 10
     assert first == second
     assert sum(dec(qty) for _, _, qty, _ in first) > 0
+
+
+async def test_a_repeated_book_is_the_same_liquidity_not_fresh(redis_url: str) -> None:
+    """Before: every quote's displayed size was fresh, so a book repeated 3 times filled 4x its size."""
+    keys = Keys("taken")
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    raw = aioredis.Redis.from_url(redis_url)
+    store = OrderStore(client, keys, SystemClock())
+    broker = SimBroker(store, raw, keys, SimBrokerSettings())
+    await broker.start()
+
+    async def book(ask: float, ask_size: float) -> None:
+        await broker.on_quote(Quote("AAPL", 99.0, 100.0, ask, ask_size, 0, time.time_ns()))
+
+    async def filled(coid: str) -> Decimal:
+        order = await store.get(coid)
+        assert order is not None
+        return order.filled_qty
+
+    try:
+        await book(100.02, 300)
+        await broker.submit(Order("big", "t", "AAPL", "buy", "limit", Decimal(1000), Decimal("100.02"), created_ns=1))
+        assert await filled("big") == 300  # at arrival, the displayed 300
+        for _ in range(3):
+            await book(100.02, 300)  # the same book again: what it showed is taken
+        assert await filled("big") == 300
+        await book(100.02, 500)  # the size at the touch changed: 500 fresh
+        await book(100.02, 500)
+        assert await filled("big") == 800
+        big = await store.get("big")
+        assert big is not None
+        await broker.cancel(big)
+        await book(100.03, 500)  # with no order working, a change of the touch still ends what was taken
+        await book(100.02, 500)
+        await broker.submit(Order("small", "t", "AAPL", "buy", "limit", Decimal(100), Decimal("100.02"), created_ns=2))
+        assert await filled("small") == 100
+    finally:
+        await client.aclose()
+        await raw.aclose()

@@ -14,10 +14,11 @@ from contextlib import AbstractContextManager, nullcontext
 
 import redis.asyncio as aioredis
 import uvicorn
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from core.connection import ProcessSettings
+from core.cluster import is_cluster
+from core.connection import ProcessSettings, redis_client
 from core.errors import ConfigError
 from core.process import config_failure, run_process
 from core.redis_spec import RedisSpec
@@ -30,6 +31,9 @@ from hub.dashboard.view import View
 from hub.dashboard.web import build_app
 
 PROG = "python -m hub.dashboard"
+#: The reader's patience with one Redis reply / connect before it shows Redis as down.
+SOCKET_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.0
 log = logging.getLogger(__name__)
 
 
@@ -41,11 +45,16 @@ class _Server(uvicorn.Server):
 
 
 def dashboard_client(spec: RedisSpec) -> aioredis.Redis:
-    """Short timeouts and no silent retries: the reader notices a lost Redis at once and shows it.
-    Built from the process's one parsed spec (core.redis_spec): TLS options and the password file apply."""
-    kwargs = {**spec.redis_py_kwargs(), "socket_connect_timeout": 1.0}
-    return aioredis.Redis(decode_responses=True, socket_timeout=2.0, retry=Retry(NoBackoff(), 0),
-                          health_check_interval=0, **kwargs)
+    """The process's client as every process gets it (core.connection.redis_client: single node, cluster
+    or Sentinel, TLS options, the password file), made impatient before any I/O: no silent retries and
+    short socket timeouts, so the reader notices a lost Redis (or a lost cluster master) at once and the
+    page shows it; the reader's own backoff loop does the retrying."""
+    client = redis_client(spec)
+    client.set_retry(Retry(NoBackoff(), 0))
+    if not is_cluster(client):  # a cluster's nodes already time out after 5 s (redis-py's default)
+        client.connection_pool.connection_kwargs.update(socket_timeout=SOCKET_TIMEOUT_S,
+                                                        socket_connect_timeout=CONNECT_TIMEOUT_S)
+    return client
 
 
 def warn_about_exposure(settings: DashboardSettings, token: ControlToken | None) -> None:

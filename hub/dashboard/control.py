@@ -17,16 +17,14 @@ import time
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
-from agents.trading import INTENTS_MAXLEN
-from core.intents import OPERATOR, encode_intent
 from core.keys import Keys
-from core.orders import Intent
 from hub.dashboard.settings import ControlToken
+from hub.execution.cancel_all import send_cancel_all
 
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-tf-control-token"
-#: The agent name a cancel-all from the page carries ("*": every agent's orders).
+#: Host names a loopback-bound dashboard takes control requests from (DNS rebinding).
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -73,8 +71,7 @@ class Controls:
 
     async def cancel_all(self, who: str) -> None:
         """One operator cancel_all (every agent's orders) on the operator stream, which only the
-        operator role may write; the gateway does the cancelling, as for python -m hub.execution.cancel_all."""
-        intent = Intent("cancel_all", OPERATOR, ts_ns=time.time_ns())
-        await self._client.xadd(self._keys.operator_intents(), encode_intent(intent), maxlen=INTENTS_MAXLEN,
-                                approximate=True)
+        operator role may write; the gateway does the cancelling. Sent as python -m hub.execution.cancel_all
+        sends it (one function: the same entry, the same trimming)."""
+        await send_cancel_all(self._client, self._keys)
         log.warning("cancel-all sent from the dashboard (%s)", who)

@@ -21,6 +21,7 @@ import random
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -37,6 +38,11 @@ MAX_BACKOFF_S = 2.0
 EVENTS_PER_POLL = 1_000
 KINDS = ("hub", "gateway", "agent")
 FILL_EVENTS = ("fill", "partial_fill")
+#: What a lost Redis looks like: a dropped or silent connection, or a cluster without a master for a slot
+#: (mid-failover). The page shows it and the reader retries; anything else (a command redis-py refuses on
+#: a cluster, say) is a bug and ends the process rather than passing for an outage.
+REDIS_LOST = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, SlotNotCoveredError,
+              TryAgainError)
 
 
 class Reader:
@@ -63,7 +69,7 @@ class Reader:
                     next_slow_ns = clock.monotonic_ns() + self._settings.processes_poll_ns
                 delay_s, next_ns = 0.1, next_ns + self._settings.poll_ns
                 wait_s = max(0.0, (next_ns - clock.monotonic_ns()) / 1e9)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            except REDIS_LOST as e:
                 if state.redis_up:
                     log.warning("Redis lost (%s); the page shows it, retrying", e)
                 state.mark_down(f"{type(e).__name__}: {e}", clock.time_ns())
@@ -78,17 +84,17 @@ class Reader:
         state, now_ns = self._state, self._clock.time_ns()
         if self._events_id is None:
             await self._seed_events()
-        if not state.redis_up:
-            log.info("Redis reachable; reading the stack")
-            state.mark_up()
         if slow:
             await self._read_slow(now_ns)
         symbols = self._symbols(now_ns)
         replies = await self._read_fast(symbols)
+        if not state.redis_up:  # only once a whole round answered: a cluster mid-failover answers some nodes
+            log.info("Redis reachable; reading the stack")
+            state.mark_up()
         open_ids = replies.pop()
         state.open_orders = await self._open_orders(open_ids)
         fills = self._take_events(replies.pop())
-        state.halt, state.reduce_only = replies.pop()
+        state.reduce_only, state.halt = replies.pop(), replies.pop()
         state.portfolio = replies.pop()
         ours = _best_own_quotes(state.open_orders)
         for i, symbol in enumerate(symbols):
@@ -134,7 +140,8 @@ class Reader:
                 pipe.hgetall(keys.latest_quote(symbol))
                 pipe.hgetall(keys.cache(symbol))
             pipe.hgetall(keys.cache(PORTFOLIO))
-            pipe.mget(keys.risk_halt(), keys.risk_reduce_only())
+            pipe.get(keys.risk_halt())  # two GETs: redis-py's cluster pipeline refuses MGET, even in one slot
+            pipe.get(keys.risk_reduce_only())
             pipe.xread({keys.order_events(): self._events_id or "0-0"}, count=EVENTS_PER_POLL)
             pipe.smembers(keys.open_orders())
             return list(await pipe.execute())

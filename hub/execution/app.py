@@ -19,13 +19,14 @@ from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
 from core.ratelimit import RedisTokenBucket
-from core.settings import build, check_name_setting, option, pick
+from core.settings import build, check_name_setting, format_duration_ns, option, pick
 from core.tasks import run_until_stopped
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
 from hub.execution.gateway import Gateway
-from hub.execution.reconcile import reconcile_with_broker
+from hub.execution.reconcile import DEFAULT_LOOKBACK_NS, reconcile_with_broker
+from hub.execution.retention import Retention
 from hub.execution.risk import RiskChecks, RiskSettings
 from hub.execution.store import OrderStore
 
@@ -41,6 +42,9 @@ class GatewaySettings:
     intent_batch: int = option(100, help="intents read from the stream at a time")
     risk_poll_ns: int = option(100_000_000, key="risk_poll", duration=True,
                                help="how often the kill switch and reduce-only keys are read")
+    order_retention_ns: int = option("7d", key="order_retention", duration=True,
+                                     help="ended orders' hashes are removed from Redis this long after their "
+                                          "last change (0: keep every order; else at least 1d)")
 
     def __post_init__(self) -> None:
         check_name_setting(self.name, "name")
@@ -48,6 +52,10 @@ class GatewaySettings:
             raise ConfigError("setting 'intent_batch' must be in [1, 10000]")
         if not 1_000_000 <= self.risk_poll_ns <= 1_000_000_000:
             raise ConfigError("setting 'risk_poll' must be between 1ms and 1s (the kill switch must act within 1s)")
+        if 0 < self.order_retention_ns < DEFAULT_LOOKBACK_NS:
+            raise ConfigError(f"setting 'order_retention' must be 0 (keep every order) or at least "
+                              f"{format_duration_ns(DEFAULT_LOOKBACK_NS)}: reconcile asks the broker for that "
+                              "long of orders and would take a removed one for one Redis lost")
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     raw_client = redis_client(settings.redis_spec, decode=False, ride_failover=False)
     try:
         await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
-        current: list[tuple[Gateway, OrderStore, Broker, RiskChecks]] = []
+        current: list[tuple[Gateway, OrderStore, Broker, RiskChecks, Retention]] = []
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock,
                               lambda: heartbeat_fields(config, *current[-1]) if current else {"kind": "gateway"})
         await heartbeat.claim()  # one gateway per namespace: the store is a single writer
@@ -118,7 +126,8 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
 
 
 async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aioredis.Redis, heartbeat: Heartbeat,
-                 current: list[tuple[Gateway, OrderStore, Broker, RiskChecks]], stop: asyncio.Event) -> bool:
+                 current: list[tuple[Gateway, OrderStore, Broker, RiskChecks, Retention]],
+                 stop: asyncio.Event) -> bool:
     """Load state, reconcile, handle intents until ``stop`` (True), or until a Sentinel-managed master is
     lost (False: the caller waits for the new master and serves again; anything else raises)."""
     settings, keys, clock = config.process, config.process.keys, SystemClock()
@@ -130,7 +139,8 @@ async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aior
     gateway = Gateway(client, keys, store, broker, risk, clock,
                       raw_client=raw_client, consumer=config.gateway.name, batch=config.gateway.intent_batch,
                       poll_ns=config.gateway.risk_poll_ns)
-    current[:] = [(gateway, store, broker, risk)]
+    retention = Retention(client, keys, store, config.gateway.order_retention_ns)
+    current[:] = [(gateway, store, broker, risk, retention)]
     serving = asyncio.Event()
     try:
         await gateway.start()
@@ -139,7 +149,7 @@ async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aior
                  len(store.open))
         await run_until_stopped(serving, _until(stop, serving), gateway.run_intake(serving),
                                 gateway.watch_risk_state(serving), broker.run(serving), heartbeat.run(serving),
-                                grace_s=3.0)
+                                retention.run(serving), grace_s=3.0)
         return True
     except Exception as e:
         if stop.is_set() or settings.redis_spec.topology != "sentinel" or not retryable(e):
@@ -182,8 +192,9 @@ async def _until(stop: asyncio.Event, serving: asyncio.Event) -> None:
 
 
 def heartbeat_fields(config: GatewayConfig, gateway: Gateway, store: OrderStore, broker: Broker,
-                     risk: RiskChecks) -> dict[str, str | int | float]:
+                     risk: RiskChecks, retention: Retention) -> dict[str, str | int | float]:
     return {"kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
+            "orders_removed": retention.removed,
             "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
             **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
             **dashboard_fields(gateway, risk)}

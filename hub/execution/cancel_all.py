@@ -15,10 +15,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import redis.asyncio as aioredis
+
+from agents.trading import INTENTS_MAXLEN
 from core import names
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError
 from core.intents import OPERATOR, encode_intent
+from core.keys import Keys
 from core.orders import Intent
 from core.process import config_failure, run_process
 from core.settings import build, gather, option, pick
@@ -35,12 +39,20 @@ class CancelAllSettings:
             raise ConfigError("setting 'symbol' must be 1-32 characters of A-Z 0-9 . - /")
 
 
+async def send_cancel_all(client: aioredis.Redis, keys: Keys, symbol: str = "") -> str:
+    """The one way an operator cancel-all is sent (this command and the dashboard's button): one XADD
+    on the operator stream, trimmed like the agents' stream so it never grows without bound. Its id."""
+    intent = Intent("cancel_all", OPERATOR, symbol=symbol, ts_ns=time.time_ns())
+    entry_id = await client.xadd(keys.operator_intents(), encode_intent(intent), maxlen=INTENTS_MAXLEN,
+                                 approximate=True)
+    return str(entry_id)
+
+
 async def send(process: ProcessSettings, settings: CancelAllSettings) -> None:
     client = redis_client(process.redis_spec)  # the spec: the password file and TLS options apply
     try:
         await wait_for_redis(client, process.redis_spec, process.redis_wait_ns)
-        intent = Intent("cancel_all", OPERATOR, symbol=settings.symbol, ts_ns=time.time_ns())
-        entry_id = await client.xadd(process.keys.operator_intents(), encode_intent(intent))
+        entry_id = await send_cancel_all(client, process.keys, settings.symbol)
         print(f"cancel-all of {settings.symbol or 'every symbol'} sent as {entry_id} "
               f"on {process.keys.operator_intents()}")
     finally:

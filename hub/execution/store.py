@@ -11,6 +11,9 @@ Every change is one MULTI/EXEC: the ``tf:order:<id>`` hash, membership of
 the ``tf:orders:events`` stream and a JSON message on the exec channel. So a
 ``kill -9`` leaves either all of a change or none of it.
 
+Order hashes of orders that ended long ago are removed only here too (:meth:`remove_ended`, driven by
+:mod:`hub.execution.retention`), never an open one.
+
 The store mirrors open orders and positions in memory: the gateway is the only
 writer (its heartbeat refuses a second one), and brokers and intent handling
 share one event loop, so read-modify-write needs no locks.
@@ -28,7 +31,7 @@ import redis.asyncio as aioredis
 
 from core.clock import Clock
 from core.keys import Keys
-from core.orders import REJECTED, ZERO, Order, Position, fmt
+from core.orders import REJECTED, TERMINAL, ZERO, Order, Position, fmt
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +222,39 @@ class OrderStore:
         if position is not None:
             self.positions[position.symbol] = position
         self.events_written += len(changes)
+
+
+    # retention (hub.execution.retention decides what is old; removing is the writer's job) ----------------
+
+    async def remove_ended(self, client_order_ids: Sequence[str], ended_before_ns: int) -> int:
+        """Remove the ``tf:order:<id>`` hashes of those orders that ended (a terminal status) before
+        ``ended_before_ns``; how many went. Never one that is open: skipped if in the mirror, and checked
+        again inside Redis (status, age, ``tf:orders:open``) in one script, so nothing written since the
+        caller looked can be lost. Positions and the events stream are not touched."""
+        ids = [coid for coid in client_order_ids if coid not in self.open]
+        if not ids:
+            return 0
+        script = self._client.register_script(_REMOVE_ENDED_LUA)  # no I/O: EVALSHA, loaded on first use
+        keys = [self._keys.open_orders(), *(self._keys.order(coid) for coid in ids)]
+        return int(await script(keys=keys, args=[str(ended_before_ns), *ids]))
+
+
+#: KEYS[1] the open set, KEYS[2..] order hashes; ARGV[1] the cutoff (ns), ARGV[2..] their ids. On a cluster
+#: every name is in the {orders} slot, so the script runs on one node. Numbers are doubles in Lua: today's
+#: nanosecond timestamps compare to within 256 ns, plenty for an age in days.
+_REMOVE_ENDED_LUA = """
+local ended = {ENDED}
+local cutoff, removed = tonumber(ARGV[1]), 0
+for i = 2, #KEYS do
+  local fields = redis.call('HMGET', KEYS[i], 'status', 'updated_ns')
+  local updated = tonumber(fields[2])
+  if ended[fields[1]] and updated and updated < cutoff and redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then
+    redis.call('UNLINK', KEYS[i])
+    removed = removed + 1
+  end
+end
+return removed
+""".replace("ENDED", ", ".join(f'["{status}"] = true' for status in sorted(TERMINAL)))
 
 
 def _event_payload(order: Order, event: str, reason: str, fill: Fill | None,

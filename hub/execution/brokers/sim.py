@@ -117,6 +117,8 @@ class SimBroker:
         self._slippage = Decimal(repr(settings.sim_market_slippage_bps)) / BPS
         self._latest: dict[str, Quote] = {}
         self._resting: set[str] = set()  # orders that have met a quote since they became active
+        # (symbol, side) -> (touch price, displayed size, qty our orders took of it): see _displayed
+        self._taken: dict[tuple[str, str], tuple[float, float, Decimal]] = {}
         self._bad_input = RateLimitedLog(log)
         # Quote matching and order arrival interleave at awaits; one at a time keeps fills exact.
         self._lock = asyncio.Lock()
@@ -221,7 +223,7 @@ class SimBroker:
 
     async def _match_quote(self, quote: Quote, orders: Sequence[Order]) -> None:
         """Fill ``orders`` (oldest first) against one quote's displayed size. Caller holds the lock."""
-        available = {"buy": Decimal(repr(quote.ask_size)), "sell": Decimal(repr(quote.bid_size))}
+        available = {"buy": self._displayed(quote, "buy"), "sell": self._displayed(quote, "sell")}
         for listed in sorted(orders, key=lambda o: (o.created_ns, o.client_order_id)):
             order = self._store.open.get(listed.client_order_id)  # the current state, not a snapshot
             if order is None or not self._eligible(order, quote):
@@ -242,6 +244,32 @@ class SimBroker:
                     await self._walk(order, price)
             if arriving and self._settings.sim_latency_ns > 0:
                 await self._finish_arrival(order.client_order_id)
+        self._remember_taken(quote, available)
+
+    def _displayed(self, quote: Quote, side: str) -> Decimal:
+        """What is left to take at the touch ``side`` trades against: the displayed size, less what our
+        orders took of it while the touch kept this price and size (a repeated book is not new liquidity)."""
+        price, size = (quote.ask, quote.ask_size) if side == "buy" else (quote.bid, quote.bid_size)
+        displayed = Decimal(repr(size))
+        seen = self._taken.get((quote.symbol, side))
+        if seen is None or seen[0] != price or seen[1] != size:
+            return displayed
+        return max(displayed - seen[2], Decimal(0))
+
+    def _remember_taken(self, quote: Quote, available: Mapping[str, Decimal]) -> None:
+        for side, price, size in (("buy", quote.ask, quote.ask_size), ("sell", quote.bid, quote.bid_size)):
+            taken = Decimal(repr(size)) - available[side]
+            if taken > 0:
+                self._taken[(quote.symbol, side)] = (price, size, taken)
+            else:
+                self._taken.pop((quote.symbol, side), None)
+
+    def _forget_changed_touch(self, quote: Quote) -> None:
+        """A quote matched against no order still ends what was taken at a touch it changes."""
+        for side, price, size in (("buy", quote.ask, quote.ask_size), ("sell", quote.bid, quote.bid_size)):
+            seen = self._taken.get((quote.symbol, side))
+            if seen is not None and (seen[0] != price or seen[1] != size):
+                del self._taken[(quote.symbol, side)]
 
     async def _walk(self, order: Order, touch: Decimal) -> None:
         """Fill a market order's rest beyond the displayed size at the slipped price, rounded against it."""
@@ -258,6 +286,8 @@ class SimBroker:
         when orders work on its symbol, so ``on_quote`` must still match them."""
         if self._store.by_symbol.get(quote.symbol):
             return True
+        if self._taken:
+            self._forget_changed_touch(quote)
         self._latest[quote.symbol] = quote
         self.quotes_seen += 1
         return False
@@ -268,6 +298,8 @@ class SimBroker:
         if orders:
             async with self._lock:
                 await self._match_quote(quote, orders)
+        elif self._taken:
+            self._forget_changed_touch(quote)
         self.quotes_seen += 1
 
     async def run(self, stop: asyncio.Event) -> None:
