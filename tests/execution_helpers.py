@@ -35,9 +35,10 @@ class SimStack:
     broker: SimBroker
     gateway: Gateway
     publisher: Publisher
+    keys: Keys = KEYS
 
     def trading(self, agent: str = "tester") -> TradingClient:
-        return TradingClient(self.client, KEYS, agent)
+        return TradingClient(self.client, self.keys, agent)
 
     async def quote(self, symbol: str, bid: float, bid_size: float, ask: float, ask_size: float) -> None:
         """Publish one quote and wait until the sim broker has matched against it."""
@@ -53,20 +54,23 @@ async def _true(value: bool) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def sim_stack(redis_url: str, risk: RiskSettings = LOOSE_RISK,
-                    sim: SimBrokerSettings | None = None) -> AsyncIterator[SimStack]:
+async def sim_stack(redis_url: str, risk: RiskSettings = LOOSE_RISK, sim: SimBrokerSettings | None = None,
+                    keys: Keys = KEYS) -> AsyncIterator[SimStack]:
     client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
+    if keys.cluster:
+        await client.ping()  # redis-py's cluster client finds the slots on first use, in this loop
     clock = SystemClock()
-    store = OrderStore(client, KEYS, clock)
-    broker = SimBroker(store, raw, KEYS, sim or SimBrokerSettings())
-    gateway = Gateway(client, KEYS, store, broker, RiskChecks(risk, clock), clock, raw_client=raw, poll_ns=50_000_000)
+    store = OrderStore(client, keys, clock)
+    broker = SimBroker(store, raw, keys, sim or SimBrokerSettings())
+    gateway = Gateway(client, keys, store, broker, RiskChecks(risk, clock), clock, raw_client=raw, poll_ns=50_000_000)
     stop = asyncio.Event()
     await gateway.start()
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(c) for c in (
         gateway.run_intake(stop), gateway.watch_risk_state(stop), broker.run(stop))]
-    await eventually_async(lambda: _numpat(client), timeout_s=5, message="the sim broker to subscribe")
+    if not keys.cluster:  # on a cluster the broker subscribes per symbol as orders arrive
+        await eventually_async(lambda: _numpat(client), timeout_s=5, message="the sim broker to subscribe")
     try:
-        yield SimStack(client, raw, store, broker, gateway, Publisher(raw, KEYS))
+        yield SimStack(client, raw, store, broker, gateway, Publisher(raw, keys), keys)
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 5)

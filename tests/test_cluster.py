@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from core.errors import ConfigError
 from core.exitcodes import ExitCode
 from core.keys import Keys
 from core.resp import Address
+from hub.execution.brokers.sim import SimBrokerSettings
 from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO, free_port
+from tests.execution_helpers import sim_stack
 from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import submit_fields
 from tests.test_order_retention import check_retention
@@ -347,3 +350,27 @@ async def test_order_retention_on_the_cluster_stays_in_the_orders_slot(local_clu
         await check_retention(client, Keys("tf", cluster=True))
     finally:
         await client.aclose()
+
+
+async def test_the_sim_broker_fills_resting_orders_from_sharded_quotes(local_cluster: LocalCluster,
+                                                                       cluster: RedisCluster) -> None:
+    """The hub SPUBLISHes on a cluster: a broker on classic PSUBSCRIBE saw no quote after an order's arrival,
+    so a resting order never filled (and with a latency none filled at all)."""
+    symbols = SYMBOLS[:6]
+    assert len(_masters_for(cluster, symbols)) == 3
+    async with sim_stack(local_cluster.url, keys=Keys("tf", cluster=True),
+                         sim=SimBrokerSettings(sim_latency_ns=1_000_000)) as stack:
+        for symbol in symbols:  # the latest quotes the risk checks price against; no order follows them yet
+            stack.publisher.add_quote(symbol, 1, 99.99, 100, 100.01, 100)
+        await stack.publisher.flush()
+        trading = stack.trading()
+        ids = [await trading.submit_limit(symbol, "buy", 1, "99") for symbol in symbols]
+        for coid in ids:
+            await trading.wait_for(coid, {"new"})
+        assert stack.broker.followed == frozenset(symbols)
+        for symbol in symbols:  # the ask comes down through every bid, on every master
+            stack.publisher.add_quote(symbol, 1, 98.50, 100, 98.90, 100)
+        await stack.publisher.flush()
+        filled = [await trading.wait_for(coid, {"filled"}) for coid in ids]
+        # the orders' first quotes after the latency: they fill at the touch, as on one node
+        assert {o.symbol for o in filled} == set(symbols) and {o.filled_avg_price for o in filled} == {Decimal("98.9")}

@@ -107,6 +107,8 @@ class Publisher:
         batch, self._pending = self._pending, {}
         if self._nodes is not None:
             await self._send_to_nodes(self._nodes, batch)
+            if not self._running:  # a one-off flush: as on one node, no connection stays open behind it
+                self._nodes.close()
         elif self._master is not None:
             buf, replies = self._encode(batch), 2 * len(batch)
             await through_master_failover(self._master, lambda connection: connection.send(buf, replies))

@@ -41,6 +41,7 @@ from core.keys import Keys
 from core.orders import CANCELED, NEW, REPLACED, Order
 from core.ratelimit import RateLimitedLog
 from core.settings import option
+from hub.execution.brokers.sim_feed import QuoteFeed
 from hub.execution.store import Fill, OrderStore
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class SimBroker:
         self._taf_per_share = Decimal(repr(settings.sim_taf_per_share))
         self._taf_max = Decimal(repr(settings.sim_taf_max))
         self._slippage = Decimal(repr(settings.sim_market_slippage_bps)) / BPS
+        self._feed = QuoteFeed(raw_client, keys)
         self._latest: dict[str, Quote] = {}
         self._resting: set[str] = set()  # orders that have met a quote since they became active
         # (symbol, side) -> (touch price, displayed size, qty our orders took of it): see _displayed
@@ -129,8 +131,15 @@ class SimBroker:
     def status(self) -> Mapping[str, str | int | float]:
         return {"fills": self.fills, "bad_messages": self.bad_messages}
 
+    @property
+    def followed(self) -> frozenset[str]:
+        """The symbols subscribed one by one (on a cluster); on one node a pattern covers them all."""
+        return self._feed.followed
+
     async def start(self) -> None:
         self._resting = set(self._store.open)  # after a restart every working order is resting
+        for order in self._store.open.values():
+            await self._feed.follow(order.symbol)
 
     async def close(self) -> None:
         return None
@@ -147,6 +156,7 @@ class SimBroker:
 
     async def submit(self, order: Order) -> None:
         async with self._lock:
+            await self._feed.follow(order.symbol)  # before it is accepted: every later quote reaches it
             accepted = await self._store.record(order.evolve(status=NEW), "new")
             await self._on_arrival(accepted)
 
@@ -170,6 +180,7 @@ class SimBroker:
             if current is None:  # filled meanwhile: the replacement has nothing left to replace
                 await self._store.reject(new, f"cannot replace {old.client_order_id}: it is no longer open")
                 return
+            await self._feed.follow(new.symbol)
             _, accepted = await self._store.record_many([
                 (current.evolve(status=REPLACED, replaced_by=new.client_order_id), "replaced"),
                 (new.evolve(status=NEW), "new")])
@@ -303,16 +314,8 @@ class SimBroker:
         self.quotes_seen += 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Follow every symbol's quotes and match working orders against them."""
-        pubsub = self._raw.pubsub(ignore_subscribe_messages=True)
-        await pubsub.psubscribe(self._keys.quote_channel_pattern())
-        try:
-            while not stop.is_set():
-                message = await pubsub.get_message(timeout=0.2)
-                if message is not None:
-                    await self._on_message(message["data"])
-        finally:
-            await pubsub.aclose()
+        """Follow the quotes of the symbols orders work on and match those orders against them."""
+        await self._feed.run(self._on_message, stop)
 
     async def _on_message(self, raw: bytes) -> None:
         try:
