@@ -245,26 +245,35 @@ class AgentDriver:
         self.trading = trading
         if self.settings.on_cache:
             for symbol, slot in self.slots.items():
-                memory.subscribe(keys.cache_changed_channel(symbol), self._cache_listener(slot))
+                on_change, on_raw = self._cache_listeners(slot)
+                memory.subscribe_changes(keys.cache_changed_channel(symbol), on_change, on_raw)
 
     def quote_slots(self) -> dict[str, Slot]:
         """The slots the engine offers quotes to (none for an agent with on_quotes off)."""
         return self.slots if self.settings.on_quotes else {}
 
-    def _cache_listener(self, slot: Slot) -> Any:
-        triggers = set(self.settings.on_cache)
+    def _cache_listeners(self, slot: Slot) -> tuple[Any, Any]:
+        """agents.runtime's cache handler: for a DataCache write's notice (its parts) and for raw bytes."""
+        triggers = frozenset(self.settings.on_cache)
+        stats, clock, expected = self.stats, self._clock, slot.symbol
 
-        def listen(channel: str, raw: bytes) -> None:
+        def on_change(symbol: str, fields: tuple[str, ...], ts_ns: int) -> None:
+            if symbol != expected:  # as live: a notice for another symbol must not run the agent
+                stats.bad_messages += 1
+                return
+            if not triggers.isdisjoint(fields):
+                stats.received += 1
+                slot.offer(CacheUpdate(symbol, fields, ts_ns, clock.now_ns))
+
+        def on_raw(channel: str, raw: bytes) -> None:
             try:
                 symbol, fields, ts_ns = decode_cache_change(raw)
             except DecodeError:
-                self.stats.bad_messages += 1
+                stats.bad_messages += 1
                 return
-            if triggers.intersection(fields):
-                self.stats.received += 1
-                slot.offer(CacheUpdate(symbol, tuple(fields), ts_ns, self._clock.time_ns()))
+            on_change(symbol, tuple(fields), ts_ns)
 
-        return listen
+        return on_change, on_raw
 
     async def start(self) -> None:
         await self.agent.on_start()
