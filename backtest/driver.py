@@ -15,6 +15,7 @@ applies the same stale-quote check and error counting.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +106,7 @@ class SyncWorker:
         self.task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self.after_wake = self._after_wake  # bound once: queued on every wake
-        self._after_sleep_step = self._after_sleep
+        self._queue_after_sleep = functools.partial(runnable.append, self._after_sleep)  # the timer's callback
         slot.wake = _Wake(self)
         if slot.pending:
             slot.wake.set()
@@ -140,9 +141,6 @@ class SyncWorker:
             if not slot.pending:
                 self.idle = True
                 return
-
-    def _queue_after_sleep(self) -> None:
-        self.runnable.append(self._after_sleep_step)
 
     def _run_one(self) -> bool:
         """Take and run; False when the run went on as a task (or failed): the loop is not waiting here."""
@@ -331,11 +329,14 @@ class AgentDriver:
         if self._stopping:
             return False
         now_ns = self._clock.now_ns
-        max_age_ns = self.settings.max_quote_age_ns
-        if max_age_ns and isinstance(event, Quote) and now_ns - event.ts_event_ns > max_age_ns:
-            self.stats.stale_skipped += 1
-            return False
-        if isinstance(event, (Quote, CacheUpdate)) and event.ts_recv_ns:
+        if isinstance(event, Quote):
+            max_age_ns = self.settings.max_quote_age_ns
+            if max_age_ns and now_ns - event.ts_event_ns > max_age_ns:
+                self.stats.stale_skipped += 1
+                return False
+        elif not isinstance(event, CacheUpdate):
+            return True
+        if event.ts_recv_ns:
             self.stats.record_lag(now_ns - event.ts_recv_ns)
         return True
 

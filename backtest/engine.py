@@ -381,15 +381,17 @@ def _offer(routes: list[tuple[Slot, Any]], quote: Quote) -> bool:
     judged: Any = None  # the last filter asked and its verdict: agents mostly share one (TWO_SIDED)
     verdict = True
     for slot, accepts in routes:
-        slot.stats.received += 1
+        stats = slot.stats
+        stats.received += 1
         if accepts is not None:
             if accepts is not judged:
-                row = row or list(quote.to_row())
+                if row is None:  # the wire row the filter judges (Quote.to_row)
+                    row = [quote.ts_event_ns, quote.ts_recv_ns, quote.bid, quote.bid_size, quote.ask,
+                           quote.ask_size]
                 judged, verdict = accepts, accepts(row)
             if not verdict:  # the pending (older, usable) quote stays
-                slot.stats.unusable += 1
+                stats.unusable += 1
                 continue
-        if not slot.pending:
+        if slot.offer_one(quote):
             woke = True
-        slot.offer(quote)
     return woke

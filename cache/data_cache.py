@@ -160,6 +160,13 @@ class DataCache:
             self._nodes = NodeConnections(self.client)
         return self._nodes
 
+    def _memory_fields(self, memory: MemoryRedis, instrument: str, field: str) -> tuple[str | None, str | None]:
+        """HMGET field, field:ts_ns on the in-memory store, without its list and coroutine."""
+        current = memory.read_hash(self._memory_names(instrument)[0])
+        if current is None:
+            return None, None
+        return current.get(field), current.get(field + TS_SUFFIX)
+
     def _memory_names(self, instrument: str) -> tuple[str, str]:
         """An instrument's hash key and change channel, remembered (per ``keys``) for the in-memory path."""
         if self._names_keys is not self.keys:
@@ -196,20 +203,27 @@ class DataCache:
 
     async def get_float(self, instrument: str, field: str, *, max_age_ns: int | None = None) -> float | None:
         """A numeric field, or None when absent, non-numeric or older than ``max_age_ns``."""
-        entry = await self.get_entry(instrument, field)
-        if entry is None or not isinstance(entry.value, float):
+        memory = self._memory
+        if memory is None:
+            entry = await self.get_entry(instrument, field)
+            if entry is None or not isinstance(entry.value, float):
+                return None
+            if max_age_ns is not None and entry.age_ns(self._clock.time_ns()) > max_age_ns:
+                return None
+            return entry.value
+        # the same answer without a CacheEntry (the market maker reads two of these per run)
+        value, ts = self._memory_fields(memory, instrument, field)
+        number = _from_text(value) if value is not None else None
+        if not isinstance(number, float):
             return None
-        if max_age_ns is not None and entry.age_ns(self._clock.time_ns()) > max_age_ns:
+        if max_age_ns is not None and self._clock.time_ns() - (int(ts) if ts else 0) > max_age_ns:
             return None
-        return entry.value
+        return number
 
     async def get_entry(self, instrument: str, field: str) -> CacheEntry | None:
         memory = self._memory
-        if memory is not None:  # HMGET's answer without its list and coroutine
-            current = memory.read_hash(self._memory_names(instrument)[0])
-            if current is None:
-                return None
-            value, ts = current.get(field), current.get(field + TS_SUFFIX)
+        if memory is not None:
+            value, ts = self._memory_fields(memory, instrument, field)
         else:
             value, ts = await self.client.hmget(self.keys.cache(instrument), [field, field + TS_SUFFIX])
         if value is None:
