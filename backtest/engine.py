@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 #: ``settle`` gives up after this many rounds (an agent busy-looping without awaiting the clock).
 MAX_SETTLE_ROUNDS = 10_000
 Progress = Callable[[int], None]
+# what Engine._timers_until left to do
+_DONE, _SETTLE, _ASYNC = object(), object(), object()
 
 
 async def settle() -> None:
@@ -187,7 +189,7 @@ class Engine:
     async def _loop(self, events: Iterable[Event]) -> None:
         clock, latest, routes, store, broker = self.clock, self.latest, self._routes, self.store, self.broker
         recorder, counters, progress = self.recorder, self.counters, self._progress
-        run_queued = self._run_queued
+        run_queued, timers_until = self._run_queued, self._timers_until
         no_slots: list[Any] = []
         count = 0
         batch: list[Any] = []
@@ -199,7 +201,11 @@ class Engine:
             symbol, ts_ns, bid, bid_size, ask, ask_size = event
             due = self._next_due_ns
             if due is not None and due <= ts_ns:
-                await self._run_until(ts_ns)
+                due_state = timers_until(ts_ns)  # the timers' steps without an await, then the rest
+                if due_state is not _DONE:
+                    if due_state is _SETTLE:
+                        await self._settle()
+                    await self._run_until(ts_ns)
             if ts_ns > clock.now_ns:
                 clock.now_ns = ts_ns
             if ts_ns >= recorder.next_sample_ns:
@@ -221,16 +227,15 @@ class Engine:
         counters.last_ts_ns = clock.now_ns
 
     def _run_queued(self) -> bool:
-        """The common case of a settle, without awaiting: run the queued worker steps; True when a task,
-        an intent or a timer is left for the full :meth:`_settle_and_drain`."""
+        """The common case of a settle, without awaiting: run the queued worker steps and the timers due
+        now; True when a task or an intent is left for the full :meth:`_settle_and_drain`."""
         runnable, ready = self._runnable, self._ready
         while runnable:
             runnable.popleft()()
-        if ready is None or ready or self._intents or self.clock.next_deadline_ns() is not None:
+        if ready is None or ready:
             return True
         self.counters.settles += 1
-        self._next_due_ns = None
-        return False
+        return self._timers_until(self.clock.now_ns) is not _DONE
 
     def _journal_quotes(self, batch: list[Any]) -> None:
         """The input is part of the event log: a quote no agent ran on still changes the digest."""
@@ -247,20 +252,60 @@ class Engine:
         else:
             self._next_due_ns = None
 
+    def _next_due(self) -> tuple[int | None, bool]:
+        """The earliest time an intent or a timer is due, and whether an intent is due then."""
+        timer_ns = self.clock.next_deadline_ns()
+        intents = self._intents
+        if not intents:
+            return timer_ns, False
+        intent_ns: int = intents[0][0]
+        if timer_ns is not None and timer_ns < intent_ns:
+            return timer_ns, False
+        return intent_ns, True
+
+    def _timers_until(self, until_ns: int) -> object:
+        """The steps of :meth:`_run_until` that need no await, done here: timers due before any intent,
+        while no task is ready. ``_DONE``: nothing is due by ``until_ns`` any more; ``_SETTLE``: the last
+        step left tasks ready (settle, then ``_run_until``); ``_ASYNC``: an intent is due first (the
+        gateway awaits) or the loop's ready queue cannot be seen: ``_run_until`` goes on."""
+        clock, runnable, ready, recorder = self.clock, self._runnable, self._ready, self.recorder
+        if ready is None:
+            return _ASYNC
+        while True:
+            due, intent = self._next_due()
+            if due is None or due > until_ns:
+                self._next_due_ns = due
+                return _DONE
+            if intent:
+                return _ASYNC
+            clock.advance_to(due)
+            if due >= recorder.next_sample_ns:
+                recorder.sample_until(due)
+            clock.wake_due()
+            while runnable:  # the common case of _settle, without awaiting it
+                runnable.popleft()()
+            if ready:
+                return _SETTLE
+            self.counters.settles += 1
+
     async def _run_until(self, until_ns: int) -> None:
         """Handle every intent and timer due at or before ``until_ns``, in time order."""
         clock, intents = self.clock, self._intents
         while True:
-            timer_ns = clock.next_deadline_ns()
-            intent_ns = intents[0][0] if intents else None
-            due = timer_ns if intent_ns is None or (timer_ns is not None and timer_ns < intent_ns) else intent_ns
+            state = self._timers_until(until_ns)
+            if state is _DONE:
+                return
+            if state is _SETTLE:
+                await self._settle()
+                continue
+            due, intent = self._next_due()
             if due is None or due > until_ns:
                 self._next_due_ns = due
                 return
             clock.advance_to(due)
             if due >= self.recorder.next_sample_ns:
                 self.recorder.sample_until(due)
-            if intent_ns is not None and intent_ns <= due:
+            if intent:
                 while intents and intents[0][0] <= due:
                     _, _, fields = heapq.heappop(intents)
                     self.counters.intents += 1
