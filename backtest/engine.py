@@ -61,19 +61,36 @@ async def settle() -> None:
 
     CPython's event loop keeps its ready callbacks in ``loop._ready``; when that is
     empty as this coroutine resumes, nothing else can make progress. Other loops
-    (uvloop) have no such attribute: then a fixed number of rounds is used.
+    (uvloop) have no such attribute: then the tasks are asked instead (:func:`_tasks_runnable`),
+    which sees tasks but not plain callbacks, so one more round follows the last runnable task.
     """
     loop = asyncio.get_running_loop()
     ready = getattr(loop, "_ready", None)
     if ready is None:
-        for _ in range(50):
+        current = asyncio.current_task()
+        quiet = 0
+        for _ in range(MAX_SETTLE_ROUNDS):
             await asyncio.sleep(0)
-        return
-    for _ in range(MAX_SETTLE_ROUNDS):
-        await asyncio.sleep(0)
-        if not ready:
-            return
+            quiet = 0 if _tasks_runnable(loop, current) else quiet + 1
+            if quiet >= 2:  # a callback a task's step scheduled has had its round too
+                return
+    else:
+        for _ in range(MAX_SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            if not ready:
+                return
     log.warning("backtest: tasks still runnable after %d rounds; moving time on", MAX_SETTLE_ROUNDS)
+
+
+def _tasks_runnable(loop: asyncio.AbstractEventLoop, current: asyncio.Task[Any] | None) -> bool:
+    """True when a task other than ``current`` is not done and not blocked on a pending future."""
+    for task in asyncio.all_tasks(loop):
+        if task is current:
+            continue
+        waiter = getattr(task, "_fut_waiter", None)  # the future a suspended task waits on
+        if waiter is None or waiter.done():
+            return True
+    return False
 
 
 @dataclass
@@ -203,9 +220,7 @@ class Engine:
             if due is not None and due <= ts_ns:
                 due_state = timers_until(ts_ns)  # the timers' steps without an await, then the rest
                 if due_state is not _DONE:
-                    if due_state is _SETTLE:
-                        await self._settle()
-                    await self._run_until(ts_ns)
+                    await self._run_until(ts_ns, due_state)
             if ts_ns > clock.now_ns:
                 clock.now_ns = ts_ns
             if ts_ns >= recorder.next_sample_ns:
@@ -288,16 +303,19 @@ class Engine:
                 return _SETTLE
             self.counters.settles += 1
 
-    async def _run_until(self, until_ns: int) -> None:
-        """Handle every intent and timer due at or before ``until_ns``, in time order."""
+    async def _run_until(self, until_ns: int, state: object = None) -> None:
+        """Handle every intent and timer due at or before ``until_ns``, in time order (``state``: what
+        a :meth:`_timers_until` the caller just made returned)."""
         clock, intents = self.clock, self._intents
         while True:
-            state = self._timers_until(until_ns)
+            state = state or self._timers_until(until_ns)
             if state is _DONE:
                 return
             if state is _SETTLE:
                 await self._settle()
+                state = None
                 continue
+            state = None
             due, intent = self._next_due()
             if due is None or due > until_ns:
                 self._next_due_ns = due
