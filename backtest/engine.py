@@ -250,6 +250,11 @@ class Engine:
         if ready is None or ready:
             return True
         self.counters.settles += 1
+        if not self._intents:  # _timers_until's first look, for the usual answer: nothing due now
+            timer_ns = self.clock.next_deadline_ns()
+            if timer_ns is None or timer_ns > self.clock.now_ns:
+                self._next_due_ns = timer_ns
+                return False
         return self._timers_until(self.clock.now_ns) is not _DONE
 
     def _journal_quotes(self, batch: list[Any]) -> None:
