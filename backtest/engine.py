@@ -130,13 +130,17 @@ class Engine:
         self._runnable = Runnable()
         self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a), self._runnable)
                         for a in self.agents]
-        # Per symbol: each agent's slot and its usable-quote filter (None: every quote), so conflation
-        # is latest-usable-wins exactly as in agents.runtime.
-        self._routes: dict[str, list[tuple[Slot, Any]]] = {}
+        # Per symbol: the agents' slots in agent order, in runs that share a usable-quote filter (None:
+        # every quote; one verdict per run), so conflation is latest-usable-wins exactly as in agents.runtime.
+        self._routes: dict[str, list[tuple[Any, list[Slot]]]] = {}
         for driver in self.drivers:
             accepts = type(driver.agent).usable_quotes.accepts_row
             for symbol, slot in driver.quote_slots().items():
-                self._routes.setdefault(symbol, []).append((slot, accepts))
+                runs = self._routes.setdefault(symbol, [])
+                if runs and runs[-1][0] is accepts:
+                    runs[-1][1].append(slot)
+                else:
+                    runs.append((accepts, [slot]))
         self.recorder = Recorder(self, config.backtest.sample_interval_ns)
         self.counters = EngineCounters()
         self._next_due_ns: int | None = None
@@ -152,7 +156,7 @@ class Engine:
     def _journal_write(self, key: str, pairs: list[str]) -> None:
         # Hashed in batches (SHA-256 is a stream: the digest is the same as hashing each line at once).
         lines = self._journal_lines
-        lines.append("|".join((key, *pairs)))
+        lines.append(key + "|" + "|".join(pairs) if pairs else key)  # "|".join((key, *pairs)), no tuple
         if len(lines) >= 1024:
             self._flush_journal()
 
@@ -441,25 +445,23 @@ def _quote_constructor() -> Callable[[str, float, float, float, float, int, int]
 new_quote = _quote_constructor()
 
 
-def _offer(routes: list[tuple[Slot, Any]], quote: Quote) -> bool:
+def _offer(routes: list[tuple[Any, list[Slot]]], quote: Quote) -> bool:
     """Offer a quote to each agent that can use it (latest-usable-wins, as agents.runtime's reader);
     True when an idle slot got work."""
     woke = False
     row: list[Any] | None = None
-    judged: Any = None  # the last filter asked and its verdict: agents mostly share one (TWO_SIDED)
-    verdict = True
-    for slot, accepts in routes:
-        stats = slot.stats
-        stats.received += 1
+    for accepts, slots in routes:
         if accepts is not None:
-            if accepts is not judged:
-                if row is None:  # the wire row the filter judges (Quote.to_row)
-                    row = [quote.ts_event_ns, quote.ts_recv_ns, quote.bid, quote.bid_size, quote.ask,
-                           quote.ask_size]
-                judged, verdict = accepts, accepts(row)
-            if not verdict:  # the pending (older, usable) quote stays
-                stats.unusable += 1
+            if row is None:  # the wire row the filter judges (Quote.to_row)
+                row = [quote.ts_event_ns, quote.ts_recv_ns, quote.bid, quote.bid_size, quote.ask, quote.ask_size]
+            if not accepts(row):  # the pending (older, usable) quotes stay
+                for slot in slots:
+                    stats = slot.stats
+                    stats.received += 1
+                    stats.unusable += 1
                 continue
-        if slot.offer_one(quote):
-            woke = True
+        for slot in slots:
+            slot.stats.received += 1
+            if slot.offer_one(quote):
+                woke = True
     return woke
