@@ -461,7 +461,11 @@ def _offer(routes: list[tuple[Any, list[Slot]]], quote: Quote) -> bool:
                     stats.unusable += 1
                 continue
         for slot in slots:
-            slot.stats.received += 1
-            if slot.offer_one(quote):
+            stats = slot.stats
+            stats.received += 1
+            if slot.pending:  # Slot.offer_one's conflation, inline: this is most offers at a throttle
+                slot.latest = quote  # (its held row is always None here: the engine offers events only)
+                stats.conflated += 1
+            elif slot.offer_one(quote):
                 woke = True
     return woke
