@@ -420,3 +420,27 @@ def test_runs_that_yield_settle_before_time_moves_on_any_loop() -> None:
     default, on_uvloop = one(None), one(uvloop.new_event_loop)
     assert default[1] == [40 * MS, 40 * MS]  # the last run wrote at its own quote's data time
     assert on_uvloop == default
+
+
+async def test_cache_notices_reach_agents_decoded_or_raw_and_a_forged_symbol_is_dropped() -> None:
+    from agents.events import CacheUpdate
+    from backtest.driver import AgentDriver
+    from cache.memory import MemoryRedis
+    from core.clock import VirtualClock
+    from core.codec import encode_cache_change
+    from core.keys import Keys
+
+    memory, keys, clock = MemoryRedis(), Keys("tf"), VirtualClock(T0)
+    agent = Recording(config={"instruments": "XYZ", "on_cache": "fair_price", "on_quotes": False})
+    driver = AgentDriver(agent, memory, keys, clock, trading=None)
+    slot, channel = driver.slots["XYZ"], keys.cache_changed_channel("XYZ")
+    memory.publish_now(channel, encode_cache_change("ABC", ["fair_price"], T0))  # another symbol's notice
+    memory.publish_now(channel, b"\xc1")  # not msgpack
+    assert (driver.stats.bad_messages, slot.pending) == (2, False)
+    await agent.data_cache.set("XYZ", "volatility", 0.2)  # a field the agent does not run on
+    assert not slot.pending
+    await agent.data_cache.set("XYZ", "fair_price", 101.5)  # the in-memory write: handed over decoded
+    assert slot.take() == CacheUpdate("XYZ", ("fair_price",), T0, T0)
+    memory.publish_now(channel, encode_cache_change("XYZ", ["fair_price"], T0 + 1))  # raw bytes still work
+    assert slot.take() == CacheUpdate("XYZ", ("fair_price",), T0 + 1, T0)
+    assert (driver.stats.received, driver.stats.bad_messages) == (2, 2)
