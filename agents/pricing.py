@@ -34,8 +34,9 @@ def to_decimal(value: float | int | str | Decimal) -> Decimal:
 def round_to_tick(price: Decimal, side: Side) -> Decimal:
     """Round onto the tick grid: down for a buy, up for a sell (the less aggressive way)."""
     rounding = ROUND_FLOOR if side == "buy" else ROUND_CEILING
-    rounded = price.quantize(tick_size(price), rounding=rounding)
-    if rounded >= ONE and rounded.as_tuple().exponent != -2:
+    tick = tick_size(price)
+    rounded = price.quantize(tick, rounding=rounding)  # its exponent is the tick's
+    if tick != CENT and rounded >= ONE:
         # a sub-dollar price rounded up to $1 or more must use the 2-decimal grid
         rounded = rounded.quantize(CENT, rounding=rounding)
     return rounded

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from agents.base import TradingAgent
 from agents.events import Event
-from agents.quote_checks import TWO_SIDED, QuoteFilter, unusable_reason
+from agents.quote_checks import TWO_SIDED, QuoteFilter
 from cache import DataCache
 from core.codec import Quote
 
@@ -40,7 +40,7 @@ class QuoteAnalysis(TradingAgent, Generic[StateT]):
 
     async def run(self, data: Event) -> None:
         # the filter already did this for quotes from the bus; run() may also be called directly
-        if not isinstance(data, Quote) or unusable_reason(data) is not None:
+        if not isinstance(data, Quote) or not 0.0 < data.bid <= data.ask:  # unusable_reason(data), inlined
             return
         state = self.states.get(data.symbol)
         if state is None:

@@ -116,6 +116,7 @@ class QuoteManager(TradingAgent):
         self.halted: dict[str, bool] = {}
         self._reject_log = RateLimitedLog(self.log)
         self.budget = TokenBucket(self.params.max_order_rate, self.params.order_burst, self.clock)
+        self._risk_keys: tuple[object, tuple[str, str]] = (None, ("", ""))
 
     async def on_start(self) -> None:
         for symbol in self.instruments:
@@ -135,8 +136,11 @@ class QuoteManager(TradingAgent):
         if symbol is None or (symbol, "buy") not in self.sides:
             return
         halt, reduce_only = await self._risk_state()
-        if await self._paused_by_halt(symbol, halt):
-            return
+        if halt or self.halted.get(symbol, False):
+            if await self._paused_by_halt(symbol, halt):
+                return
+        else:  # what _paused_by_halt does when no halt is set or lifted, without awaiting it per run
+            self.halted[symbol] = False
         targets = await self.targets(symbol, reduce_only=reduce_only)
         for side in SIDES:
             await self._sync_side(symbol, side, targets.for_side(side))
@@ -156,7 +160,9 @@ class QuoteManager(TradingAgent):
 
     async def _risk_state(self) -> tuple[bool, bool]:
         keys = self.data_cache.keys
-        halt, reduce_only = await self.data_cache.client.mget(keys.risk_halt(), keys.risk_reduce_only())
+        if self._risk_keys[0] is not keys:  # the names, once per namespace (the runtime binds the cache)
+            self._risk_keys = (keys, (keys.risk_halt(), keys.risk_reduce_only()))
+        halt, reduce_only = await self.data_cache.client.mget(self._risk_keys[1])
         return halt is not None, reduce_only is not None
 
     async def _paused_by_halt(self, symbol: str, halt: bool) -> bool:

@@ -44,7 +44,8 @@ class AgentStats:
 
     def record_lag(self, lag_ns: int) -> None:
         self.last_lag_ns = lag_ns
-        self.max_lag_ns = max(self.max_lag_ns, lag_ns)
+        if lag_ns > self.max_lag_ns:
+            self.max_lag_ns = lag_ns
         self.lag_ms.observe(lag_ns / 1e6)
 
 
@@ -71,6 +72,17 @@ class Slot:
         """Replace the pending event; ``superseded`` counts events folded in before this one."""
         self.latest = event
         self._replace_pending(None, superseded)
+
+    def offer_one(self, event: Event) -> bool:
+        """``offer(event)`` in one call (a backtest's hot path); True when the slot was idle (now woken)."""
+        self.latest = event
+        self._row = None
+        if self.pending:
+            self.stats.conflated += 1
+            return False
+        self.pending = True
+        self.wake.set()
+        return True
 
     def offer_quote_row(self, row: list[Any], superseded: int = 0) -> None:
         """``offer`` for a row that ``core.codec.decode_latest_row`` returned for this slot's symbol."""

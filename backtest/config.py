@@ -70,6 +70,8 @@ class BacktestSettings:
     end_drain_ns: int = option("1s", key="end_drain", duration=True,
                                help="after the last quote, timers keep running this long before the agents stop")
     namespace: str = option(DEFAULT_NAMESPACE, help="key namespace of the in-memory state (and of --redis-url)")
+    contract_multiplier: float = option(100.0, help="shares per option contract: OCC option symbols are "
+                                        "marked and their PnL counted per contract, as the PnL agent does")
     periods_per_year: float = option(252 * 6.5 * 3600, help="seconds of trading per year, to annualize Sharpe "
                                      "and Sortino (default: US equities, 252 days of 6.5 h)")
 
@@ -81,6 +83,8 @@ class BacktestSettings:
             raise ConfigError("setting 'cash' must be > 0 dollars")
         if self.sample_interval_ns <= 0:
             raise ConfigError("setting 'sample_interval' must be > 0, e.g. 1s")
+        if not self.contract_multiplier > 0:
+            raise ConfigError("setting 'contract_multiplier' must be > 0, e.g. 100")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ applies the same stale-quote check and error counting.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -105,7 +106,7 @@ class SyncWorker:
         self.task: asyncio.Task[None] | None = None
         self.failed: BaseException | None = None
         self.after_wake = self._after_wake  # bound once: queued on every wake
-        self._after_sleep_step = self._after_sleep
+        self._queue_after_sleep = functools.partial(runnable.append, self._after_sleep)  # the timer's callback
         slot.wake = _Wake(self)
         if slot.pending:
             slot.wake.set()
@@ -140,9 +141,6 @@ class SyncWorker:
             if not slot.pending:
                 self.idle = True
                 return
-
-    def _queue_after_sleep(self) -> None:
-        self.runnable.append(self._after_sleep_step)
 
     def _run_one(self) -> bool:
         """Take and run; False when the run went on as a task (or failed): the loop is not waiting here."""
@@ -245,26 +243,35 @@ class AgentDriver:
         self.trading = trading
         if self.settings.on_cache:
             for symbol, slot in self.slots.items():
-                memory.subscribe(keys.cache_changed_channel(symbol), self._cache_listener(slot))
+                on_change, on_raw = self._cache_listeners(slot)
+                memory.subscribe_changes(keys.cache_changed_channel(symbol), on_change, on_raw)
 
     def quote_slots(self) -> dict[str, Slot]:
         """The slots the engine offers quotes to (none for an agent with on_quotes off)."""
         return self.slots if self.settings.on_quotes else {}
 
-    def _cache_listener(self, slot: Slot) -> Any:
-        triggers = set(self.settings.on_cache)
+    def _cache_listeners(self, slot: Slot) -> tuple[Any, Any]:
+        """agents.runtime's cache handler: for a DataCache write's notice (its parts) and for raw bytes."""
+        triggers = frozenset(self.settings.on_cache)
+        stats, clock, expected = self.stats, self._clock, slot.symbol
 
-        def listen(channel: str, raw: bytes) -> None:
+        def on_change(symbol: str, fields: tuple[str, ...], ts_ns: int) -> None:
+            if symbol != expected:  # as live: a notice for another symbol must not run the agent
+                stats.bad_messages += 1
+                return
+            if not triggers.isdisjoint(fields):
+                stats.received += 1
+                slot.offer(CacheUpdate(symbol, fields, ts_ns, clock.now_ns))
+
+        def on_raw(channel: str, raw: bytes) -> None:
             try:
                 symbol, fields, ts_ns = decode_cache_change(raw)
             except DecodeError:
-                self.stats.bad_messages += 1
+                stats.bad_messages += 1
                 return
-            if triggers.intersection(fields):
-                self.stats.received += 1
-                slot.offer(CacheUpdate(symbol, tuple(fields), ts_ns, self._clock.time_ns()))
+            on_change(symbol, tuple(fields), ts_ns)
 
-        return listen
+        return on_change, on_raw
 
     async def start(self) -> None:
         await self.agent.on_start()
@@ -322,11 +329,14 @@ class AgentDriver:
         if self._stopping:
             return False
         now_ns = self._clock.now_ns
-        max_age_ns = self.settings.max_quote_age_ns
-        if max_age_ns and isinstance(event, Quote) and now_ns - event.ts_event_ns > max_age_ns:
-            self.stats.stale_skipped += 1
-            return False
-        if isinstance(event, (Quote, CacheUpdate)) and event.ts_recv_ns:
+        if isinstance(event, Quote):
+            max_age_ns = self.settings.max_quote_age_ns
+            if max_age_ns and now_ns - event.ts_event_ns > max_age_ns:
+                self.stats.stale_skipped += 1
+                return False
+        elif not isinstance(event, CacheUpdate):
+            return True
+        if event.ts_recv_ns:
             self.stats.record_lag(now_ns - event.ts_recv_ns)
         return True
 

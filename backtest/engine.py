@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 #: ``settle`` gives up after this many rounds (an agent busy-looping without awaiting the clock).
 MAX_SETTLE_ROUNDS = 10_000
 Progress = Callable[[int], None]
+# what Engine._timers_until left to do
+_DONE, _SETTLE, _ASYNC = object(), object(), object()
 
 
 async def settle() -> None:
@@ -59,19 +61,36 @@ async def settle() -> None:
 
     CPython's event loop keeps its ready callbacks in ``loop._ready``; when that is
     empty as this coroutine resumes, nothing else can make progress. Other loops
-    (uvloop) have no such attribute: then a fixed number of rounds is used.
+    (uvloop) have no such attribute: then the tasks are asked instead (:func:`_tasks_runnable`),
+    which sees tasks but not plain callbacks, so one more round follows the last runnable task.
     """
     loop = asyncio.get_running_loop()
     ready = getattr(loop, "_ready", None)
     if ready is None:
-        for _ in range(50):
+        current = asyncio.current_task()
+        quiet = 0
+        for _ in range(MAX_SETTLE_ROUNDS):
             await asyncio.sleep(0)
-        return
-    for _ in range(MAX_SETTLE_ROUNDS):
-        await asyncio.sleep(0)
-        if not ready:
-            return
+            quiet = 0 if _tasks_runnable(loop, current) else quiet + 1
+            if quiet >= 2:  # a callback a task's step scheduled has had its round too
+                return
+    else:
+        for _ in range(MAX_SETTLE_ROUNDS):
+            await asyncio.sleep(0)
+            if not ready:
+                return
     log.warning("backtest: tasks still runnable after %d rounds; moving time on", MAX_SETTLE_ROUNDS)
+
+
+def _tasks_runnable(loop: asyncio.AbstractEventLoop, current: asyncio.Task[Any] | None) -> bool:
+    """True when a task other than ``current`` is not done and not blocked on a pending future."""
+    for task in asyncio.all_tasks(loop):
+        if task is current:
+            continue
+        waiter = getattr(task, "_fut_waiter", None)  # the future a suspended task waits on
+        if waiter is None or waiter.done():
+            return True
+    return False
 
 
 @dataclass
@@ -111,13 +130,17 @@ class Engine:
         self._runnable = Runnable()
         self.drivers = [AgentDriver(a, self.memory, self.keys, self.clock, self._trading_client(a), self._runnable)
                         for a in self.agents]
-        # Per symbol: each agent's slot and its usable-quote filter (None: every quote), so conflation
-        # is latest-usable-wins exactly as in agents.runtime.
-        self._routes: dict[str, list[tuple[Slot, Any]]] = {}
+        # Per symbol: the agents' slots in agent order, in runs that share a usable-quote filter (None:
+        # every quote; one verdict per run), so conflation is latest-usable-wins exactly as in agents.runtime.
+        self._routes: dict[str, list[tuple[Any, list[Slot]]]] = {}
         for driver in self.drivers:
             accepts = type(driver.agent).usable_quotes.accepts_row
             for symbol, slot in driver.quote_slots().items():
-                self._routes.setdefault(symbol, []).append((slot, accepts))
+                runs = self._routes.setdefault(symbol, [])
+                if runs and runs[-1][0] is accepts:
+                    runs[-1][1].append(slot)
+                else:
+                    runs.append((accepts, [slot]))
         self.recorder = Recorder(self, config.backtest.sample_interval_ns)
         self.counters = EngineCounters()
         self._next_due_ns: int | None = None
@@ -133,7 +156,7 @@ class Engine:
     def _journal_write(self, key: str, pairs: list[str]) -> None:
         # Hashed in batches (SHA-256 is a stream: the digest is the same as hashing each line at once).
         lines = self._journal_lines
-        lines.append("|".join((key, *pairs)))
+        lines.append(key + "|" + "|".join(pairs) if pairs else key)  # "|".join((key, *pairs)), no tuple
         if len(lines) >= 1024:
             self._flush_journal()
 
@@ -187,7 +210,7 @@ class Engine:
     async def _loop(self, events: Iterable[Event]) -> None:
         clock, latest, routes, store, broker = self.clock, self.latest, self._routes, self.store, self.broker
         recorder, counters, progress = self.recorder, self.counters, self._progress
-        run_queued = self._run_queued
+        run_queued, timers_until = self._run_queued, self._timers_until
         no_slots: list[Any] = []
         count = 0
         batch: list[Any] = []
@@ -199,7 +222,9 @@ class Engine:
             symbol, ts_ns, bid, bid_size, ask, ask_size = event
             due = self._next_due_ns
             if due is not None and due <= ts_ns:
-                await self._run_until(ts_ns)
+                due_state = timers_until(ts_ns)  # the timers' steps without an await, then the rest
+                if due_state is not _DONE:
+                    await self._run_until(ts_ns, due_state)
             if ts_ns > clock.now_ns:
                 clock.now_ns = ts_ns
             if ts_ns >= recorder.next_sample_ns:
@@ -221,16 +246,20 @@ class Engine:
         counters.last_ts_ns = clock.now_ns
 
     def _run_queued(self) -> bool:
-        """The common case of a settle, without awaiting: run the queued worker steps; True when a task,
-        an intent or a timer is left for the full :meth:`_settle_and_drain`."""
+        """The common case of a settle, without awaiting: run the queued worker steps and the timers due
+        now; True when a task or an intent is left for the full :meth:`_settle_and_drain`."""
         runnable, ready = self._runnable, self._ready
         while runnable:
             runnable.popleft()()
-        if ready is None or ready or self._intents or self.clock.next_deadline_ns() is not None:
+        if ready is None or ready:
             return True
         self.counters.settles += 1
-        self._next_due_ns = None
-        return False
+        if not self._intents:  # _timers_until's first look, for the usual answer: nothing due now
+            timer_ns = self.clock.next_deadline_ns()
+            if timer_ns is None or timer_ns > self.clock.now_ns:
+                self._next_due_ns = timer_ns
+                return False
+        return self._timers_until(self.clock.now_ns) is not _DONE
 
     def _journal_quotes(self, batch: list[Any]) -> None:
         """The input is part of the event log: a quote no agent ran on still changes the digest."""
@@ -247,20 +276,63 @@ class Engine:
         else:
             self._next_due_ns = None
 
-    async def _run_until(self, until_ns: int) -> None:
-        """Handle every intent and timer due at or before ``until_ns``, in time order."""
+    def _next_due(self) -> tuple[int | None, bool]:
+        """The earliest time an intent or a timer is due, and whether an intent is due then."""
+        timer_ns = self.clock.next_deadline_ns()
+        intents = self._intents
+        if not intents:
+            return timer_ns, False
+        intent_ns: int = intents[0][0]
+        if timer_ns is not None and timer_ns < intent_ns:
+            return timer_ns, False
+        return intent_ns, True
+
+    def _timers_until(self, until_ns: int) -> object:
+        """The steps of :meth:`_run_until` that need no await, done here: timers due before any intent,
+        while no task is ready. ``_DONE``: nothing is due by ``until_ns`` any more; ``_SETTLE``: the last
+        step left tasks ready (settle, then ``_run_until``); ``_ASYNC``: an intent is due first (the
+        gateway awaits) or the loop's ready queue cannot be seen: ``_run_until`` goes on."""
+        clock, runnable, ready, recorder = self.clock, self._runnable, self._ready, self.recorder
+        if ready is None:
+            return _ASYNC
+        while True:
+            due, intent = self._next_due()
+            if due is None or due > until_ns:
+                self._next_due_ns = due
+                return _DONE
+            if intent:
+                return _ASYNC
+            clock.advance_to(due)
+            if due >= recorder.next_sample_ns:
+                recorder.sample_until(due)
+            clock.wake_due()
+            while runnable:  # the common case of _settle, without awaiting it
+                runnable.popleft()()
+            if ready:
+                return _SETTLE
+            self.counters.settles += 1
+
+    async def _run_until(self, until_ns: int, state: object = None) -> None:
+        """Handle every intent and timer due at or before ``until_ns``, in time order (``state``: what
+        a :meth:`_timers_until` the caller just made returned)."""
         clock, intents = self.clock, self._intents
         while True:
-            timer_ns = clock.next_deadline_ns()
-            intent_ns = intents[0][0] if intents else None
-            due = timer_ns if intent_ns is None or (timer_ns is not None and timer_ns < intent_ns) else intent_ns
+            state = state or self._timers_until(until_ns)
+            if state is _DONE:
+                return
+            if state is _SETTLE:
+                await self._settle()
+                state = None
+                continue
+            state = None
+            due, intent = self._next_due()
             if due is None or due > until_ns:
                 self._next_due_ns = due
                 return
             clock.advance_to(due)
             if due >= self.recorder.next_sample_ns:
                 self.recorder.sample_until(due)
-            if intent_ns is not None and intent_ns <= due:
+            if intent:
                 while intents and intents[0][0] <= due:
                     _, _, fields = heapq.heappop(intents)
                     self.counters.intents += 1
@@ -373,23 +445,27 @@ def _quote_constructor() -> Callable[[str, float, float, float, float, int, int]
 new_quote = _quote_constructor()
 
 
-def _offer(routes: list[tuple[Slot, Any]], quote: Quote) -> bool:
+def _offer(routes: list[tuple[Any, list[Slot]]], quote: Quote) -> bool:
     """Offer a quote to each agent that can use it (latest-usable-wins, as agents.runtime's reader);
     True when an idle slot got work."""
     woke = False
     row: list[Any] | None = None
-    judged: Any = None  # the last filter asked and its verdict: agents mostly share one (TWO_SIDED)
-    verdict = True
-    for slot, accepts in routes:
-        slot.stats.received += 1
+    for accepts, slots in routes:
         if accepts is not None:
-            if accepts is not judged:
-                row = row or list(quote.to_row())
-                judged, verdict = accepts, accepts(row)
-            if not verdict:  # the pending (older, usable) quote stays
-                slot.stats.unusable += 1
+            if row is None:  # the wire row the filter judges (Quote.to_row)
+                row = [quote.ts_event_ns, quote.ts_recv_ns, quote.bid, quote.bid_size, quote.ask, quote.ask_size]
+            if not accepts(row):  # the pending (older, usable) quotes stay
+                for slot in slots:
+                    stats = slot.stats
+                    stats.received += 1
+                    stats.unusable += 1
                 continue
-        if not slot.pending:
-            woke = True
-        slot.offer(quote)
+        for slot in slots:
+            stats = slot.stats
+            stats.received += 1
+            if slot.pending:  # Slot.offer_one's conflation, inline: this is most offers at a throttle
+                slot.latest = quote  # (its held row is always None here: the engine offers events only)
+                stats.conflated += 1
+            elif slot.offer_one(quote):
+                woke = True
     return woke

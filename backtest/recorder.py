@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from backtest.marks import Multipliers, mark_of
 from core.orders import ZERO
 
 if TYPE_CHECKING:
@@ -41,11 +42,12 @@ class Recorder:
         self.samples: list[Sample] = []
         self.symbols: list[str] = []
         self.start_equity = Decimal(0)
+        self.multipliers = Multipliers.of(engine.config.backtest.contract_multiplier)
 
     def start(self, first_ts_ns: int) -> None:
         engine = self._engine
         self.start_equity = Decimal(repr(engine.config.backtest.cash)) + sum(
-            (p.qty * p.avg_price for p in engine.store.positions.values()), ZERO)
+            (self.multipliers.cost(p) for p in engine.store.positions.values()), ZERO)
         self.next_sample_ns = first_ts_ns
 
     def sample_until(self, ts_ns: int, *, final: bool = False) -> None:
@@ -66,12 +68,14 @@ class Recorder:
             if symbol not in self.symbols:
                 self.symbols.append(symbol)
         realized = unrealized = fees = ZERO
+        multipliers = self.multipliers
         for symbol, position in store.positions.items():
-            realized += position.realized_pnl
+            realized += multipliers.realized(position)
             fees += position.fees
-            quote = latest.get(symbol)
-            if position.qty and quote is not None and quote.is_two_sided:
-                unrealized += position.qty * (Decimal(repr((quote.bid + quote.ask) / 2)) - position.avg_price)
+            if position.qty:
+                open_pnl = multipliers.unrealized(position, mark_of(latest.get(symbol)))
+                if open_pnl is not None:
+                    unrealized += open_pnl
         cache = engine.memory.hashes
         prefix = engine.keys.cache("")
         bids, asks, fair, own_bids, own_asks, qtys = [], [], [], [], [], []

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 
 from agents.base import TradingAgent
 from backtest import stats
 from backtest.config import BacktestConfig
 from backtest.engine import Engine, Progress
+from backtest.marks import mark_of
 from backtest.results import BacktestResult, fill_rows, order_rows
 from backtest.sources import Event, HistoricalSource
 from core.clock import VirtualClock
@@ -52,11 +52,10 @@ def collect(engine: Engine) -> BacktestResult:
 
 def _positions(engine: Engine) -> list[dict[str, str]]:
     rows = []
+    multipliers = engine.recorder.multipliers
     for symbol, position in sorted(engine.store.positions.items()):
-        quote = engine.latest.get(symbol)
-        mark = Decimal(repr((quote.bid + quote.ask) / 2)) if quote is not None and quote.is_two_sided else None
-        unrealized = position.qty * (mark - position.avg_price) if mark is not None else None
+        mark = mark_of(engine.latest.get(symbol))
         rows.append({"symbol": symbol, "qty": fmt(position.qty), "avg_price": fmt(position.avg_price),
-                     "realized_pnl": fmt(position.realized_pnl), "fees": fmt(position.fees), "mark": fmt(mark),
-                     "unrealized_pnl": fmt(unrealized)})
+                     "realized_pnl": fmt(multipliers.realized(position)), "fees": fmt(position.fees),
+                     "mark": fmt(mark), "unrealized_pnl": fmt(multipliers.unrealized(position, mark))})
     return rows

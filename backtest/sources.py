@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.codec import is_clean_row, quote_from_row
 from core.errors import DecodeError
-from hub.marketdata.recording import is_recording, read_recording
+from hub.marketdata.recording import count_recorded_quotes, is_recording, read_recording
 from hub.marketdata.sources.replay import Event, read_csv
 
 __all__ = ["Event", "HistoricalSource"]
@@ -49,13 +49,11 @@ class HistoricalSource:
         total = 0
         for path in self.files:
             if is_recording(path):
-                total += sum(len(rows) for _, rows in read_recording(path))
+                total += count_recorded_quotes(path)  # not decoded: the run reads it again
             else:
                 with open(path, "rb") as file:
                     total += sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b"")) - 1
         return total
-
-
 
 
 def read_file(path: Path, skipped: list[int]) -> Iterator[Event]:

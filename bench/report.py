@@ -99,7 +99,8 @@ def _backtest(r: dict[str, Any], lines: list[str]) -> None:
                        ("mm", "market maker, stack throttles")):
         c = b[case]
         lines.append(f"  {name:<32} {_k(c['quotes_per_s']):>10}   vs nautilus {c.get('vs_nautilus', '-')!s:>6}"
-                     f"   vs floor {c['vs_floor']:>6}   {c['seconds']:.1f}s  {c['maxrss_mb']:.0f} MB")
+                     f"   vs floor {c['vs_floor']:>6}   {c['seconds']:.1f}s  {c['maxrss_mb']:.0f} MB"
+                     + (f"  ({_k(c['quotes_per_cpu_s'])}/cpu-s)" if "quotes_per_cpu_s" in c else ""))
     lines.append(f"  memory: no-op agent max RSS {b['noop_quarter']['maxrss_mb']:.0f} MB at "
                  f"{b['noop_quarter']['quotes']:,} quotes, {b['noop']['maxrss_mb']:.0f} MB at {b['noop']['quotes']:,}")
 

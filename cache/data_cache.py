@@ -88,6 +88,8 @@ class DataCache:
         self.redis_url = redis_url or os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
         self.keys = Keys(namespace, cluster=is_cluster_url(self.redis_url))
         self._client = client
+        #: the client when it is a backtest's in-memory store (decided once per bind, not per write)
+        self._memory: MemoryRedis | None = client if isinstance(client, MemoryRedis) else None
         self._owns_client = client is None
         self._retired: list[aioredis.Redis] = []
         self._resp: RespConnection | None = None
@@ -116,6 +118,7 @@ class DataCache:
         if self._client is not None and self._owns_client:
             self._retired.append(self._client)
         self._client, self.keys, self._clock = client, keys, clock
+        self._memory = client if isinstance(client, MemoryRedis) else None
         self._owns_client = False
         self._close_writer()  # reopened from the runtime's connection settings on next write
 
@@ -129,12 +132,12 @@ class DataCache:
         args: list[str] = []
         for field, value in fields.items():
             args += (field, _to_text(field, value), field + TS_SUFFIX, stamp)
-        client = self._client
-        if isinstance(client, MemoryRedis):  # a backtest: the same write and notice, in memory
+        memory = self._memory
+        if memory is not None:  # a backtest: the same write and notice, in memory
             key, channel = self._memory_names(instrument)
-            client.apply_hset(key, args)
-            if notify:  # the notice is encoded only for a listener (a backtest's hot path)
-                client.publish_lazily(channel, lambda: encode_cache_change(instrument, list(fields), ts_ns))
+            memory.apply_hset(key, args)
+            if notify:
+                memory.publish_change(channel, instrument, tuple(fields), ts_ns, encode_cache_change)
             return ts_ns
         notice = encode_cache_change(instrument, list(fields), ts_ns) if notify else b""
         key = self.keys.cache(instrument)
@@ -167,6 +170,13 @@ class DataCache:
             self._master = MasterConnection(self.client)
         return self._master
 
+    def _memory_fields(self, memory: MemoryRedis, instrument: str, field: str) -> tuple[str | None, str | None]:
+        """HMGET field, field:ts_ns on the in-memory store, without its list and coroutine."""
+        current = memory.read_hash(self._memory_names(instrument)[0])
+        if current is None:
+            return None, None
+        return current.get(field), current.get(field + TS_SUFFIX)
+
     def _memory_names(self, instrument: str) -> tuple[str, str]:
         """An instrument's hash key and change channel, remembered (per ``keys``) for the in-memory path."""
         if self._names_keys is not self.keys:
@@ -185,7 +195,16 @@ class DataCache:
 
     async def set(self, instrument: str, field: str, value: CacheValue, *, notify: bool = True) -> int:
         """Write one field (the seed API's ``set``)."""
-        return await self.update(instrument, {field: value}, notify=notify)
+        memory = self._memory
+        if memory is None:
+            return await self.update(instrument, {field: value}, notify=notify)
+        # update() of one field, without building its dict (most backtest writes are one field)
+        ts_ns = self._clock.time_ns()
+        key, channel = self._memory_names(instrument)
+        memory.apply_hset(key, [field, _to_text(field, value), field + TS_SUFFIX, str(ts_ns)])
+        if notify:
+            memory.publish_change(channel, instrument, (field,), ts_ns, encode_cache_change)
+        return ts_ns
 
     async def get(self, instrument: str, field: str, default: float | str | None = None) -> float | str | None:
         """The value (a float when numeric), or ``default`` when absent."""
@@ -194,15 +213,29 @@ class DataCache:
 
     async def get_float(self, instrument: str, field: str, *, max_age_ns: int | None = None) -> float | None:
         """A numeric field, or None when absent, non-numeric or older than ``max_age_ns``."""
-        entry = await self.get_entry(instrument, field)
-        if entry is None or not isinstance(entry.value, float):
+        memory = self._memory
+        if memory is None:
+            entry = await self.get_entry(instrument, field)
+            if entry is None or not isinstance(entry.value, float):
+                return None
+            if max_age_ns is not None and entry.age_ns(self._clock.time_ns()) > max_age_ns:
+                return None
+            return entry.value
+        # the same answer without a CacheEntry (the market maker reads two of these per run)
+        value, ts = self._memory_fields(memory, instrument, field)
+        number = _from_text(value) if value is not None else None
+        if not isinstance(number, float):
             return None
-        if max_age_ns is not None and entry.age_ns(self._clock.time_ns()) > max_age_ns:
+        if max_age_ns is not None and self._clock.time_ns() - (int(ts) if ts else 0) > max_age_ns:
             return None
-        return entry.value
+        return number
 
     async def get_entry(self, instrument: str, field: str) -> CacheEntry | None:
-        value, ts = await self.client.hmget(self.keys.cache(instrument), [field, field + TS_SUFFIX])
+        memory = self._memory
+        if memory is not None:
+            value, ts = self._memory_fields(memory, instrument, field)
+        else:
+            value, ts = await self.client.hmget(self.keys.cache(instrument), [field, field + TS_SUFFIX])
         if value is None:
             return None
         return CacheEntry(_from_text(value), int(ts) if ts else 0)

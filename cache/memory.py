@@ -12,7 +12,11 @@ Two additions a real server does not have:
 - *views*: a key prefix answered by a function (the backtest serves
   ``tf:quote:<SYMBOL>`` from its latest quote instead of writing a hash per quote);
 - *listeners*: ``publish`` calls the functions subscribed to a channel (or a
-  channel prefix) at once, in subscription order.
+  channel prefix) at once, in subscription order;
+- *change listeners*: a DataCache write's change notice reaches a listener that
+  takes it decoded (:meth:`MemoryRedis.subscribe_changes`) as its parts, without
+  being encoded and decoded again (most of what a notice cost a backtest); a plain
+  listener on the same channel still gets the encoded bytes, in the same order.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 
 HashView = Callable[[str], dict[str, str] | None]
 Listener = Callable[[str, Any], None]
+#: Called with a cache-change notice's parts: (symbol, changed fields, ts_ns).
+ChangeListener = Callable[[str, tuple[str, ...], int], None]
 
 
 def _text(value: Any) -> str:
@@ -42,6 +48,8 @@ class MemoryRedis:
         self.streams: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self._views: list[tuple[str, HashView]] = []
         self._listeners: dict[str, list[Listener]] = {}
+        #: per channel, in subscription order: (listener, takes the notice decoded)
+        self._subscribers: dict[str, list[tuple[Any, bool]]] = {}
         self._prefix_listeners: list[tuple[str, Listener]] = []
         self._stream_ids = itertools.count(1)
         self.published = 0
@@ -56,9 +64,20 @@ class MemoryRedis:
 
     def subscribe(self, channel: str, listener: Listener) -> None:
         self._listeners.setdefault(channel, []).append(listener)
+        self._subscribers.setdefault(channel, []).append((listener, False))
+
+    def subscribe_changes(self, channel: str, listener: ChangeListener, raw: Listener) -> None:
+        """Subscribe to a cache-change channel: ``listener`` gets what :meth:`publish_change` sends,
+        decoded; ``raw`` gets anything published on the channel as bytes (and decodes it itself)."""
+        self._listeners.setdefault(channel, []).append(raw)
+        self._subscribers.setdefault(channel, []).append((listener, True))
 
     def subscribe_prefix(self, prefix: str, listener: Listener) -> None:
         self._prefix_listeners.append((prefix, listener))
+
+    def read_hash(self, key: str) -> dict[str, str] | None:
+        """A hash's fields as stored (not a copy: do not change it), or None; views answered too."""
+        return self._view(key)
 
     def _view(self, key: str) -> dict[str, str] | None:
         for prefix, view in self._views:
@@ -174,13 +193,28 @@ class MemoryRedis:
                 matched += 1
         return matched
 
-    def publish_lazily(self, channel: str, message: Callable[[], Any]) -> int:
-        """``publish_now`` of ``message()``, which is called only when someone listens on ``channel``."""
-        if self._listeners.get(channel) or (self._prefix_listeners
-                                            and any(channel.startswith(p) for p, _ in self._prefix_listeners)):
-            return self.publish_now(channel, message())
+    def publish_change(self, channel: str, symbol: str, fields: tuple[str, ...], ts_ns: int,
+                       encode: Callable[[str, list[str], int], bytes]) -> int:
+        """A cache-change notice: change listeners get its parts, plain ones ``encode(...)``'s bytes
+        (encoded once, only when one listens), all in subscription order, as :meth:`publish_now`."""
         self.published += 1
-        return 0
+        subscribers = self._subscribers.get(channel)
+        raw: bytes | None = None
+        matched = 0
+        if subscribers:
+            for listener, decoded in subscribers:
+                if decoded:
+                    listener(symbol, fields, ts_ns)
+                else:
+                    raw = raw if raw is not None else encode(symbol, list(fields), ts_ns)
+                    listener(channel, raw)
+            matched = len(subscribers)
+        for prefix, listener in self._prefix_listeners:
+            if channel.startswith(prefix):
+                raw = raw if raw is not None else encode(symbol, list(fields), ts_ns)
+                listener(channel, raw)
+                matched += 1
+        return matched
 
     def pipeline(self, transaction: bool = True) -> MemoryPipeline:
         return MemoryPipeline(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -379,3 +380,67 @@ async def test_runs_due_at_one_instant_keep_the_order_their_timers_were_set_in()
     source = quotes((0, 10, 1, 11, 1), (50, 10, 2, 11, 1), (120, 10, 3, 11, 1))
     await run_backtest(config(), HistoricalSource(streams=[source]), agents=[edge, tick])
     assert [entry for entry in Logging.runs if entry[0] == 100] == [(100, "tick"), (100, "edge")]
+
+
+async def test_option_positions_are_marked_per_contract_in_equity_and_positions() -> None:
+    option = "AAPL240621C00190000"
+    source = [(option, T0, 1.4, 10.0, 1.6, 10.0), ("XYZ", T0 + MS, 10.0, 1.0, 11.0, 1.0),
+              (option, T0 + 1500 * MS, 1.4, 10.0, 1.6, 10.0)]
+    cfg = parse_config({"backtest": {"cash": 100_000, "end_drain": "0s"}, "gateway": {"require_quote": False},
+                        "positions": {option: {"qty": 2, "avg_price": 1.0}, "XYZ": {"qty": 10, "avg_price": 10.0}}})
+    result = await run_backtest(cfg, HistoricalSource(streams=[source]))
+    rows = {r["symbol"]: r for r in result.positions}
+    assert float(rows[option]["unrealized_pnl"]) == 2 * (1.5 - 1.0) * 100  # a contract is 100 shares
+    assert float(rows["XYZ"]["unrealized_pnl"]) == 10 * (10.5 - 10.0)  # a stock: per share
+    assert result.samples[0].equity == 100_000 + 2 * 1.0 * 100 + 10 * 10.0  # the cost, per contract too
+    assert result.samples[-1].unrealized == 100 + 5
+
+
+class Yielder(TradingAgent):
+    """A run that yields to the loop many times (more rounds than a fixed settle would give) before writing."""
+
+    async def run(self, data: Event) -> None:
+        for _ in range(120):
+            await asyncio.sleep(0)
+        await self.data_cache.set("XYZ", "seen_ns", data.ts_event_ns if isinstance(data, Quote) else -1)
+
+
+def test_runs_that_yield_settle_before_time_moves_on_any_loop() -> None:
+    """Without CPython's ready queue (uvloop) the engine asks the tasks whether any can still run."""
+    import uvloop
+
+    def one(loop_factory: Any) -> tuple[str, list[int]]:
+        agent = Yielder(config={"instruments": "XYZ", "throttle": "0s"})
+        source = quotes(*((ms, 10, 1, 11, 1) for ms in range(0, 50, 10)))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(run_backtest(config(), HistoricalSource(streams=[source]), agents=[agent]))
+        written = result.state.hashes["tf:cache:XYZ"]
+        return result.digest, [int(written["seen_ns"]) - T0, int(written["seen_ns:ts_ns"]) - T0]
+
+    default, on_uvloop = one(None), one(uvloop.new_event_loop)
+    assert default[1] == [40 * MS, 40 * MS]  # the last run wrote at its own quote's data time
+    assert on_uvloop == default
+
+
+async def test_cache_notices_reach_agents_decoded_or_raw_and_a_forged_symbol_is_dropped() -> None:
+    from agents.events import CacheUpdate
+    from backtest.driver import AgentDriver
+    from cache.memory import MemoryRedis
+    from core.clock import VirtualClock
+    from core.codec import encode_cache_change
+    from core.keys import Keys
+
+    memory, keys, clock = MemoryRedis(), Keys("tf"), VirtualClock(T0)
+    agent = Recording(config={"instruments": "XYZ", "on_cache": "fair_price", "on_quotes": False})
+    driver = AgentDriver(agent, memory, keys, clock, trading=None)
+    slot, channel = driver.slots["XYZ"], keys.cache_changed_channel("XYZ")
+    memory.publish_now(channel, encode_cache_change("ABC", ["fair_price"], T0))  # another symbol's notice
+    memory.publish_now(channel, b"\xc1")  # not msgpack
+    assert (driver.stats.bad_messages, slot.pending) == (2, False)
+    await agent.data_cache.set("XYZ", "volatility", 0.2)  # a field the agent does not run on
+    assert not slot.pending
+    await agent.data_cache.set("XYZ", "fair_price", 101.5)  # the in-memory write: handed over decoded
+    assert slot.take() == CacheUpdate("XYZ", ("fair_price",), T0, T0)
+    memory.publish_now(channel, encode_cache_change("XYZ", ["fair_price"], T0 + 1))  # raw bytes still work
+    assert slot.take() == CacheUpdate("XYZ", ("fair_price",), T0 + 1, T0)
+    assert (driver.stats.received, driver.stats.bad_messages) == (2, 2)

@@ -21,7 +21,7 @@ from agents.volatility import Volatility
 from cache import DataCache
 from core.codec import Quote, decode_quotes
 from core.errors import ConfigError
-from hub.marketdata.recording import Recorder, read_recording
+from hub.marketdata.recording import Recorder, count_recorded_quotes, read_recording
 from hub.marketdata.sources.replay import parse_speed, read_events
 from tests.alpaca_data_server import AlpacaDataServer, ServerThread
 from tests.helpers import ProcessGroup, eventually, eventually_async
@@ -111,8 +111,10 @@ def test_recording_round_trip_and_truncated_tail(tmp_path: Path) -> None:
     records = list(read_recording(path))
     assert records == [("AAA", [[1, 2, 1.0, 1.0, 1.5, 2.0]]),
                        ("BBB", [[3, 4, 2.0, 1.0, 2.5, 2.0], [5, 6, 2.0, 3.0, 2.5, 2.0]])]
+    assert count_recorded_quotes(path) == 3  # the backtest's progress total, counted without decoding
     path.write_bytes(path.read_bytes()[:-5])  # a crash mid-write
     assert list(read_recording(path)) == records[:1]
+    assert count_recorded_quotes(path) == 1
 
 
 async def test_csv_replay_at_max_speed_drives_the_agents(redis_url: str, processes: ProcessGroup,

@@ -66,15 +66,42 @@ class Recorder:
             log.info("recorded %d quotes to %s", self.quotes, self.path)
 
 
+def _check_header(path: Path, unpacker: msgpack.Unpacker) -> None:
+    header = next(unpacker, None)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise DecodeError(f"{path} is not a tf-record file", b"")
+    if header.get("version") != VERSION:
+        raise DecodeError(f"{path}: unsupported tf-record version {header.get('version')!r}", b"")
+
+
+def count_recorded_quotes(path: Path) -> int:
+    """The rows of a recording's quote records, counted without building them (msgpack's skip): what
+    :func:`read_recording` yields, up to a damaged record or one of another shape, where it stops."""
+    total = 0
+    with open(path, "rb") as file:
+        unpacker = msgpack.Unpacker(file, raw=False, use_list=True)
+        _check_header(path, unpacker)
+        try:
+            while unpacker.read_array_header() == 3:
+                kind = unpacker.unpack()
+                unpacker.skip()  # the symbol
+                if kind != QUOTE_RECORD:
+                    unpacker.skip()
+                    continue
+                rows = unpacker.read_array_header()
+                for _ in range(rows):
+                    unpacker.skip()
+                total += rows
+        except (ValueError, msgpack.UnpackException):  # the end, a damaged tail or an unusual record
+            pass
+    return total
+
+
 def read_recording(path: Path) -> Iterator[tuple[str, list[Any]]]:
     """(symbol, rows) per record; stops quietly at a truncated tail, raises DecodeError on a foreign file."""
     with open(path, "rb") as file:
         unpacker = msgpack.Unpacker(file, raw=False, use_list=True)
-        header = next(unpacker, None)
-        if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise DecodeError(f"{path} is not a tf-record file", b"")
-        if header.get("version") != VERSION:
-            raise DecodeError(f"{path}: unsupported tf-record version {header.get('version')!r}", b"")
+        _check_header(path, unpacker)
         try:
             for record in unpacker:
                 if isinstance(record, list) and len(record) == 3 and record[0] == QUOTE_RECORD:
