@@ -38,6 +38,7 @@ from core.errors import OrderRejected
 from core.intents import encode_intent, refusal_key, replace_difference, submit_difference
 from core.keys import Keys
 from core.orders import REJECTED, TERMINAL, Intent, Order, Position, to_decimal
+from core.pubsub import follow_channels
 
 __all__ = ["TERMINAL", "Order", "OrderRejected", "Position", "TradingClient"]
 
@@ -232,18 +233,12 @@ class TradingClient:
             listener.result()
 
     async def _listen(self) -> None:
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self._keys.exec_channel())
-            self._subscribed.set()
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    await self._dispatch(message["data"])
-        finally:
-            self._subscribed.clear()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        # through a failover: subscribed again on the new master (updates in between are in the order hashes)
+        await follow_channels(self._client, [self._keys.exec_channel()], self._dispatch,
+                              on_subscribed=self._on_subscribed, on_lost=self._subscribed.clear)
+
+    async def _on_subscribed(self) -> None:
+        self._subscribed.set()
 
     async def _dispatch(self, data: Any) -> None:
         try:
@@ -282,7 +277,7 @@ class TradingClient:
         if not key or sent_ns is None or str(sent_ns) != str(fields.get("intent_ts_ns")):
             return  # not this client's intent (another client of the same agent, or an older one)
         _remember(self._rejections, key, str(fields.get("reason", "")))
-        waiter = self._waiters.get(key)
+        waiter = self._waiters.get(str(fields.get("target") or "") if fields.get("kind") == "cancel" else key)
         if waiter is not None:
             waiter.set()
 

@@ -179,7 +179,7 @@ class BacktestTradingClient:
                           str(fields.get("target") or ""))
         if key:
             self._rejections[key] = str(fields.get("reason", ""))
-            waiter = self._waiters.get(key)
+            waiter = self._waiters.get(str(fields.get("target") or "") if fields.get("kind") == "cancel" else key)
             if waiter is not None:
                 waiter.set()
 

@@ -80,7 +80,7 @@ def role_rules(role: str, keys: Keys) -> tuple[str, ...]:
     order_state = (k.order("*"), k.open_orders(), k.position("*"))
     if role == "hub":
         return (*_BASE, *_SUBSCRIBE, *_channels(k.symbols_control_channel()), *_READ,
-                *_read(k.wanted_symbols(), k.latest_quote("*"), k.agent("*")),  # agents' heartbeats: their demand
+                *_read(k.wanted_symbols(), k.latest_quote("*"), k.agent("*"), k.gateway("*")),  # heartbeats: demand
                 _selector(f"~{k.latest_quote('*')}", *market_channels, "+publish", "+hset", "+del"),
                 _selector(f"~{k.wanted_symbols()}", "+srem", "+sadd"),  # lapsed and bad demand
                 _selector(f"~{k.hub_leader('*')}", *_SCRIPTS, "+set", "+get", "+pexpire", "+del"),  # --leader-lock
@@ -132,9 +132,8 @@ def _for_cluster(rule: str) -> str:
     """A rule with sharded pub/sub next to classic, and ``{*}`` patterns widened to ``*``.
 
     Widened because a tagged pattern is narrower than the single node's: ``~tf:cache:{*}`` misses
-    ``tf:cache:changed:{AAPL}``, which the cache's EVAL names as a key (for its slot), and
-    ``&tf:md:quote:{*}`` is not the ``tf:md:quote:*`` the sim broker PSUBSCRIBEs. ``*`` gives each role
-    what the same pattern gives it on one node; ``{orders}`` names stay exact.
+    ``tf:cache:changed:{AAPL}``, which the cache's EVAL names as a key (for its slot). ``*`` gives each
+    role what the same pattern gives it on one node; ``{orders}`` names stay exact.
     """
     selector = rule.startswith("(")
     words = [word.replace("{*}", "*") for word in rule.strip("()").split()]

@@ -122,20 +122,22 @@ class Heartbeat:
         next_ns = self._clock.monotonic_ns()
         failing_since_ns: int | None = None
         while not stop.is_set():
+            started_ns = self._clock.monotonic_ns()
             try:
                 await self.beat()
                 failing_since_ns = None
             except Exception as e:
                 # On a cluster or under Sentinel a master may be mid-failover: skip beats for as long as a
                 # failover takes (the hash's TTL may lapse meanwhile; the next beat sets it again). On one
-                # node, a lost Redis ends the process as before.
+                # node, a lost Redis ends the process as before. The failure dates from before the beat:
+                # under Sentinel the beat itself may have waited out most of the failover.
                 now_ns = self._clock.monotonic_ns()
-                failing_since_ns = now_ns if failing_since_ns is None else failing_since_ns
+                failing_since_ns = started_ns if failing_since_ns is None else failing_since_ns
                 fails_over = is_cluster(self._client) or is_sentinel(self._client)
                 if not (fails_over and retryable(e)) or now_ns - failing_since_ns > FAILOVER_WAIT_NS:
                     raise
                 log.warning("heartbeat %s not written (%s); retrying at the next beat", self.key, e)
-            next_ns += self._interval_ns
+            next_ns = max(next_ns + self._interval_ns, self._clock.monotonic_ns())  # late: no burst of beats
             sleeper = asyncio.ensure_future(self._clock.sleep_until_ns(next_ns))
             stopper = asyncio.ensure_future(stop.wait())
             try:

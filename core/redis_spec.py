@@ -200,7 +200,12 @@ _MULTI_HOST: dict[str, tuple[Literal["cluster", "sentinel"], bool]] = {
 def split_hosts(url: str, what: str, example: str) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
     """(username, password, hosts) of a URL of several ``host:port`` (urlsplit cannot read them);
     ConfigError naming a host that is not ``host:port``. Shared by core.cluster and core.sentinel."""
-    userinfo, _, hosts = url.partition("://")[2].partition("/")[0].partition("?")[0].rpartition("@")
+    after_scheme = url.partition("://")[2]
+    userinfo, _, hosts = after_scheme.partition("/")[0].partition("?")[0].rpartition("@")
+    if not userinfo and "@" in after_scheme.partition("/")[0] + after_scheme.partition("?")[0]:
+        # a password holding an unencoded '/' or '?': it would be read (and shown below) as a host
+        raise ConfigError(f"setting 'redis_url': percent-encode the user and password of the {what}s' URL "
+                          "('/' as %2F, '?' as %3F, '@' as %40)")
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
     seeds = []
     for item in filter(None, hosts.split(",")):
@@ -226,7 +231,9 @@ def _multi_host_spec(url: str, scheme: str) -> RedisSpec:
         raise ConfigError("setting 'redis_url': a cluster has only database 0 and a Sentinel URL names its "
                           "database in the path (/<master>/<db>); drop ?db=")
     scheme_name: Literal["redis", "rediss"] = "rediss" if tls else "redis"
-    return RedisSpec(scheme=scheme_name, host=host, port=port, username=username, password=password,
+    path = [part for part in urlsplit(url).path.split("/") if part]  # Sentinel: /<master>[/<db>]
+    db = int(path[1]) if topology == "sentinel" and len(path) == 2 and path[1].isdigit() else 0
+    return RedisSpec(scheme=scheme_name, host=host, port=port, db=db, username=username, password=password,
                      topology=topology, seed_url=url, **_tls_options(options, scheme_name, "redis_url"))
 
 

@@ -240,7 +240,9 @@ class Subscription:
         except Exception as e:
             protocol._fail(e)
         protocol.on_message = callback
-        await protocol.closed
+        # shielded: a listener cancelled (to be restarted) must not cancel the connection's closed future,
+        # or a later loss of the connection would go unnoticed and a later subscribe would raise CancelledError
+        await asyncio.shield(protocol.closed)
 
     async def aclose(self) -> None:
         if self._connection is not None:

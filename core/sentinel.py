@@ -32,6 +32,7 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from core.cluster import FAILOVER_WAIT_S, through_failover
 from core.errors import ConfigError
 from core.redis_spec import MULTI_HOST_EXAMPLES, RedisSpec, split_hosts
+from core.refusals import redis_config_error
 from core.resp import RespConnection, Subscription
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -63,6 +64,9 @@ def parse_sentinel_url(url: str) -> SentinelURL:
                        parts.scheme == "rediss+sentinel", username, password)
 
 
+_ANY_SPEC = RedisSpec()  # redis_config_error only classifies here; its wording is not shown
+
+
 class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)
     """redis-py's retry bounded by time instead of a count: a lost connection is retried for ``wait_s``
     from the first failure (backoff 50 ms doubling to 1 s, jittered).
@@ -88,6 +92,8 @@ class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here 
             except self._supported_errors as error:
                 if is_retryable is not None and not is_retryable(error):
                     raise
+                if redis_config_error(_ANY_SPEC, error) is not None:
+                    raise  # a refused password or certificate is no failover: waiting would only hide it
                 failures += 1
                 await (fail(error, failures) if with_failure_count else fail(error))
                 if time.monotonic() >= deadline:
@@ -140,8 +146,20 @@ class MasterConnection:
             return self._connection
 
     async def refresh(self) -> None:
-        """Drop the connection; the next :meth:`get` asks the Sentinels again."""
-        self.close()
+        """Drop the connection unless it is alive and on the master the Sentinels name now; the next
+        :meth:`get` asks them again. Writers share this connection: one that already reconnected to the
+        new master must not have it closed under its in-flight command by another writer's retry."""
+        async with self._lock:
+            current = self._connection
+            if current is not None and not current.protocol.closed.done():
+                try:
+                    master = await master_address(self._client)
+                except Exception:  # no Sentinel answers just now: reconnect, and let the caller's loop retry
+                    master = None
+                if master is not None and (master.host, master.port) == (current.address.host,
+                                                                         current.address.port):
+                    return
+            self.close()
 
     def close(self) -> None:
         if self._connection is not None:

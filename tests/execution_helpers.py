@@ -74,6 +74,7 @@ async def sim_stack(redis_url: str, risk: RiskSettings = LOOSE_RISK, sim: SimBro
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await broker.close()
         await raw.aclose()
         await client.aclose()
 

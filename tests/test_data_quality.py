@@ -286,15 +286,16 @@ async def test_wanted_members_lapse_after_the_grace_unless_a_live_heartbeat_want
         redis_url: str, aredis: aioredis.Redis) -> None:
     raw = redis_client(redis_url, decode=False)
     demand = SymbolDemand(raw, KEYS, ["CONF"])
-    await aredis.sadd(KEYS.wanted_symbols(), "LIVE", "GONE", "CONF", "BAD SYM")
+    await aredis.sadd(KEYS.wanted_symbols(), "LIVE", "GONE", "CONF", "BAD SYM", "HELD")
     await aredis.hset(KEYS.agent("someone"), mapping={"wants": "LIVE,OTHER"})
+    await aredis.hset(KEYS.gateway("gateway"), mapping={"wants": "HELD"})  # an order still works on HELD
     try:
-        assert await demand.refresh() == ("GONE", "LIVE") and demand.bad_members == 1
+        assert await demand.refresh() == ("GONE", "HELD", "LIVE") and demand.bad_members == 1
         assert await demand.expire(now_ns=0) == []  # unbacked from now on
         assert await demand.expire(now_ns=DEMAND_GRACE_NS - 1) == []
         assert await demand.expire(now_ns=DEMAND_GRACE_NS) == ["GONE", "b'BAD SYM'"]
-        assert await aredis.smembers(KEYS.wanted_symbols()) == {"LIVE", "CONF"}
-        assert demand.lapsed == 2 and demand.symbols == ("CONF", "LIVE")  # GONE no longer streamed
+        assert await aredis.smembers(KEYS.wanted_symbols()) == {"LIVE", "CONF", "HELD"}
+        assert demand.lapsed == 2 and demand.symbols == ("CONF", "HELD", "LIVE")  # GONE no longer streamed
         assert demand.dropped == ("GONE",)  # what the source is told to drop; CONF is --symbols
     finally:
         await raw.aclose()

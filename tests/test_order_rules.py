@@ -60,13 +60,14 @@ async def test_a_replayed_intent_claims_its_restored_order_but_not_one_placed_by
     async with sim_stack(redis_url) as stack:
         restored = {"agent": EXTERNAL_AGENT, "symbol": "AAPL", "side": "buy", "order_type": "limit",
                     "qty": Decimal(10), "limit_price": Decimal("99"), "status": "new"}
-        await stack.store.record(Order(client_order_id="tester-r-1", **restored), "new")  # what a reconcile writes
+        # what a reconcile writes
+        await stack.store.record(Order(client_order_id="tester-0a1b2c3d-1", **restored), "new")
         await stack.store.record(Order(client_order_id="by-hand-1", **restored), "new")
         trading = stack.trading()
-        await trading.submit_limit("AAPL", "buy", 10, "99", client_order_id="tester-r-1")
+        await trading.submit_limit("AAPL", "buy", 10, "99", client_order_id="tester-0a1b2c3d-1")
         await _eventually_async(lambda: stack.gateway.stats.adopted == 1)
-        order = await trading.wait_for("tester-r-1", {"new"})
-        assert order.agent == "tester" and trading.rejection("tester-r-1") is None
+        order = await trading.wait_for("tester-0a1b2c3d-1", {"new"})
+        assert order.agent == "tester" and trading.rejection("tester-0a1b2c3d-1") is None
         await trading.submit_limit("AAPL", "buy", 10, "99", client_order_id="by-hand-1")
         with pytest.raises(OrderRejected, match="already used for a different order"):
             await trading.wait_for("by-hand-1", {"new", "rejected"})

@@ -70,10 +70,13 @@ def test_redis_py_kwargs_round_trip_to_the_same_spec(spec: RedisSpec) -> None:
     ("rediss://h/0?ssl_ca_certs=/no/such.pem", "not a readable file"),
     ("rediss://h/0?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
     ("unix://", "socket path"),
+    ("redis+cluster://u:se/cret@h:1,h2:2/", "percent-encode"),  # no part of the password shown as a host
+    ("redis+sentinel://u:se?cret@h:1/mymaster", "percent-encode"),
 ])
 def test_bad_urls_are_config_errors_naming_the_fix(url: str, fragment: str) -> None:
-    with pytest.raises(ConfigError, match=fragment):
+    with pytest.raises(ConfigError, match=fragment) as refused:
         parse_redis_url(url)
+    assert "cret" not in str(refused.value)
 
 
 def test_password_file_must_be_private(tmp_path: Path) -> None:

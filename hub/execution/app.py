@@ -113,8 +113,10 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
                 # A promoted replica may lack the old master's last writes (replication is asynchronous):
                 # memory is dropped and everything is read again from the new master, as a restart would,
                 # and the unacknowledged intents are replayed (idempotently by client_order_id).
-                if not await _master_back(client, settings, stop):
+                if not await _master_back(client, raw_client, settings, stop):
                     return
+                # the name first: the beat lapsed while we waited, and a second writer must not rebuild too
+                await heartbeat.beat()
                 log.warning("gateway %s: Redis master back; reloading orders from it and replaying intents",
                             config.gateway.name)
         finally:
@@ -162,9 +164,12 @@ async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aior
         log.info("gateway %s stopped: %s", config.gateway.name, vars_of(gateway))
 
 
-async def _master_back(client: aioredis.Redis, settings: ProcessSettings, stop: asyncio.Event) -> bool:
+async def _master_back(client: aioredis.Redis, raw_client: aioredis.Redis, settings: ProcessSettings,
+                       stop: asyncio.Event) -> bool:
     """True once the promoted replica answers (RedisUnavailableError after FAILOVER_WAIT_S); False if the
     process is told to stop meanwhile."""
+    for each in (client, raw_client):  # idle connections may still point at the demoted old master
+        await each.connection_pool.disconnect()
     waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -195,6 +200,8 @@ def heartbeat_fields(config: GatewayConfig, gateway: Gateway, store: OrderStore,
                      risk: RiskChecks, retention: Retention) -> dict[str, str | int | float]:
     return {"kind": "gateway", "broker": config.gateway.broker, "halted": int(gateway.halted),
             "orders_removed": retention.removed,
+            # the symbols orders work on: the hub keeps streaming them after the agent that wanted them left
+            "wants": ",".join(sorted(symbol for symbol, orders in store.by_symbol.items() if orders)),
             "reduce_only": int(gateway.reduce_only), "open_orders": len(store.open),
             **vars_of(gateway), **broker.status(), **latency_summary_us(gateway.stats.ack_latency_ns),
             **dashboard_fields(gateway, risk)}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
@@ -306,10 +307,10 @@ class Gateway:
 
 def _restored_for(intent: Intent, existing: Order, differ: Differ) -> bool:
     """``existing`` is what the broker holds for this intent: restored as external, the same order in every
-    parameter but the owner, and an id that names the intent's agent (agents.trading's ``<agent>-...``), so
-    no agent claims an order someone placed by hand."""
+    parameter but the owner, and an id agents.trading made for the intent's agent (``<agent>-<8 hex>-<n>``,
+    so agent ``mm`` cannot claim agent ``mm-b``'s), so no agent claims an order someone placed by hand."""
     return (existing.agent == EXTERNAL_AGENT and intent.agent != EXTERNAL_AGENT
-            and intent.client_order_id.startswith(f"{intent.agent}-")
+            and re.fullmatch(rf"{re.escape(intent.agent)}-[0-9a-f]{{8}}-\d+", intent.client_order_id) is not None
             and differ(intent, existing.evolve(agent=intent.agent)) is None)
 
 

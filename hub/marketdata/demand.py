@@ -15,6 +15,7 @@ counted in the hub heartbeat (``bad_wanted``) and logged once; the rest streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from core import names
 from core.cluster import retryable
 from core.heartbeat import HEARTBEAT_TTL_MS
 from core.keys import Keys
+from core.pubsub import follow_channels
 from hub.marketdata.sources import Source
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class SymbolDemand:
         self._bad: set[bytes] = set()
         self._unbacked_since_ns: dict[bytes, int] = {}
         self.lapsed = 0
+        self._changing = asyncio.Lock()
         #: the streamed symbols the last :meth:`expire` took out of ``symbols`` (for the source)
         self.dropped: tuple[str, ...] = ()
 
@@ -78,8 +81,10 @@ class SymbolDemand:
             return None
 
     async def live_wants(self) -> set[str]:
-        """Every symbol a live agent's heartbeat lists in ``wants``."""
-        keys = [k async for k in self._client.scan_iter(match=self._keys.agent_pattern(), count=500)]
+        """Every symbol a live agent's heartbeat lists in ``wants``, and the gateway's: the symbols its
+        working orders need quotes for (a sim broker matches them only on quotes that keep coming)."""
+        keys = [k for pattern in (self._keys.agent_pattern(), self._keys.gateway_pattern())
+                async for k in self._client.scan_iter(match=pattern, count=500)]
         if not keys:
             return set()
         async with self._client.pipeline(transaction=False) as pipe:
@@ -124,36 +129,48 @@ class SymbolDemand:
 
     async def follow(self, source: Source, stop: asyncio.Event) -> None:
         """Add newly wanted symbols to the live source as agents announce them; expire lapsed demand."""
-        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await pubsub.subscribe(self._keys.symbols_control_channel())
+
+        async def announced(_data: object = None) -> None:  # also after each (re)subscription: what came meanwhile
+            await self._add_new(source)
+
+        tasks = [asyncio.ensure_future(follow_channels(self._client, [self._keys.symbols_control_channel()],
+                                                       announced, stop, on_subscribed=announced,
+                                                       poll_s=DEMAND_POLL_S)),
+                 asyncio.ensure_future(self._refresh_every(source, stop))]
         try:
-            await self._add_new(source)  # anything announced before we subscribed
-            next_refresh_ns = time.monotonic_ns() + DEMAND_REFRESH_NS
-            while not stop.is_set():
-                # polled, not cancelled: a cancelled redis-py listen() on a quiet channel can hang
-                if await pubsub.get_message(timeout=DEMAND_POLL_S) is not None:
-                    await self._add_new(source)
-                if time.monotonic_ns() >= next_refresh_ns:
-                    next_refresh_ns = time.monotonic_ns() + DEMAND_REFRESH_NS
-                    await self._refresh_and_expire(source)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a failure of either ends the hub, as before
+            await asyncio.gather(*tasks)
         finally:
-            await pubsub.aclose()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _refresh_every(self, source: Source, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), DEMAND_REFRESH_NS / 1e9)
+            if not stop.is_set():
+                await self._refresh_and_expire(source)
 
     async def _refresh_and_expire(self, source: Source) -> None:
         """The periodic pass; a node down mid-failover (it scans every master) skips one pass, not the hub."""
         try:
             await self._add_new(source)
-            await self.expire()
-            if self.dropped:
-                log.info("no longer streaming %s", ",".join(self.dropped))
-                await source.remove_symbols(self.dropped)
+            async with self._changing:  # an announcement in between must not be dropped with the lapsed
+                await self.expire()
+                if self.dropped:
+                    log.info("no longer streaming %s", ",".join(self.dropped))
+                    await source.remove_symbols(self.dropped)
         except Exception as e:
             if not retryable(e):
                 raise
             log.warning("symbol demand not refreshed (%s); trying again in %.0f s", e, DEMAND_REFRESH_NS / 1e9)
 
     async def _add_new(self, source: Source) -> None:
-        new = await self.refresh()
-        if new:
-            log.info("agents asked for %s: adding to the stream", ",".join(new))
-            await source.add_symbols(new)
+        async with self._changing:  # the periodic pass and an announcement must not both add a symbol
+            new = await self.refresh()
+            if new:
+                log.info("agents asked for %s: adding to the stream", ",".join(new))
+                await source.add_symbols(new)

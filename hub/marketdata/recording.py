@@ -75,8 +75,9 @@ def _check_header(path: Path, unpacker: msgpack.Unpacker) -> None:
 
 
 def count_recorded_quotes(path: Path) -> int:
-    """The rows of a recording's quote records, counted without building them (msgpack's skip): what
-    :func:`read_recording` yields, up to a damaged record or one of another shape, where it stops."""
+    """The rows of a recording's quote records, counted without building them (msgpack's skip), for a
+    progress total. It stops at a damaged record or one of another shape, which :func:`read_recording`
+    skips and reads past: on such a file the total falls short (and progress ends above 100 %)."""
     total = 0
     with open(path, "rb") as file:
         unpacker = msgpack.Unpacker(file, raw=False, use_list=True)

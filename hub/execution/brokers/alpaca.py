@@ -343,12 +343,14 @@ class AlpacaBroker:
                     await asyncio.wait_for(stream, 3.0)
 
     async def close(self) -> None:
-        await self._stream.stop_ws()
-        await self._stream.close()
-        if self._stream_task is not None and not self._stream_task.done():
-            self._stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._stream_task
+        try:
+            await self._stream.stop_ws()
+            await self._stream.close()
+        finally:  # even if the SDK's close fails: no old trade-updates task may write into a rebuilt store
+            if self._stream_task is not None and not self._stream_task.done():
+                self._stream_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._stream_task
 
 
 def _order_request(order: Order) -> LimitOrderRequest | MarketOrderRequest:

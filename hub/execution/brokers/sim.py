@@ -133,7 +133,8 @@ class SimBroker:
 
     @property
     def followed(self) -> frozenset[str]:
-        """The symbols subscribed one by one (on a cluster); on one node a pattern covers them all."""
+        """The symbols subscribed one by one on a cluster (see QuoteFeed.followed); on one node a pattern
+        covers them all and this is empty."""
         return self._feed.followed
 
     async def start(self) -> None:
@@ -142,7 +143,7 @@ class SimBroker:
             await self._feed.follow(order.symbol)
 
     async def close(self) -> None:
-        return None
+        await self._feed.aclose()
 
     def fee(self, qty: Decimal, price: Decimal, side: str = "buy") -> Decimal:
         fee = qty * self._fee_per_share + qty * price * self._fee_bps / BPS
@@ -314,7 +315,7 @@ class SimBroker:
         self.quotes_seen += 1
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Follow the quotes of the symbols orders work on and match those orders against them."""
+        """Follow the quotes of the symbols orders were placed on and match the working orders against them."""
         await self._feed.run(self._on_message, stop)
 
     async def _on_message(self, raw: bytes) -> None:

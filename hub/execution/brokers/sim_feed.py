@@ -36,6 +36,8 @@ class QuoteFeed:
 
     @property
     def followed(self) -> frozenset[str]:
+        """Every symbol an order was placed on since start: a subscription is kept, not undone when the
+        symbol's last order ends (its next order finds it in place)."""
         return frozenset(self._followed)
 
     async def follow(self, symbol: str) -> None:
@@ -85,7 +87,12 @@ class QuoteFeed:
                     await handle(self._inbox.get_nowait())
         finally:
             await _cancel(listener)
-            await sharded.aclose()
+
+    async def aclose(self) -> None:
+        """Close the shard subscriptions (the broker's close; run's end leaves them to it)."""
+        if self._sharded is not None:
+            await self._sharded.aclose()
+        self._followed.clear()
 
 
     def _take(self, _channel: bytes, data: bytes) -> None:
