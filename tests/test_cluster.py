@@ -177,9 +177,13 @@ def test_master_killed_mid_run_stack_recovers_in_process(tmp_path: Path) -> None
         client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in fresh.ports],
                               decode_responses=True)
         group = _stack(fresh.url, tmp_path)
+        # its trading client's exec-channel subscription (redis-py classic pub/sub) lives on the victim too
+        trader = group.start("-m", "agents.quote_manager", "--instruments", "C00", "--name", "qm")
         try:
             eventually(lambda: (st := _stamps(client)) and all(st.values()), timeout_s=60, message="stack up")
+            eventually(lambda: client.exists("tf:agent:qm"), timeout_s=30, message="the quote manager up")
             victim = client.get_node_from_key("tf:cache:{C00}").port
+            assert client.get_node_from_key(Keys("tf", cluster=True).exec_channel()).port == victim
             fresh.kill(victim)
             killed_ns = time.time_ns()
             eventually(lambda: (st := _stamps(client)) and all(ts > killed_ns for ts in st.values()), timeout_s=60,
@@ -190,6 +194,7 @@ def test_master_killed_mid_run_stack_recovers_in_process(tmp_path: Path) -> None
             assert client.get_node_from_key("tf:cache:{C00}").port != victim
             for proc, _ in group.procs:  # carried on in-process: no restart needed
                 assert proc.poll() is None, group.output(proc)[-3000:]
+            assert trader.poll() is None
         finally:
             group.stop_all()
             client.close()
