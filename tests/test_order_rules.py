@@ -14,13 +14,14 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from agents.trading import TradingClient
 from core.errors import OrderRejected
 from core.intents import encode_intent
 from core.orders import EXTERNAL_AGENT, Intent, Order
 from core.ratelimit import RedisTokenBucket
 from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.brokers.sim import SimBrokerSettings
-from tests.execution_helpers import KEYS, sim_stack
+from tests.execution_helpers import KEYS, SimStack, sim_stack
 from tests.helpers import ProcessGroup
 from tests.test_gateway import set_quote, submit_fields, wait_all_handled
 
@@ -79,16 +80,20 @@ async def test_a_replayed_intent_claims_its_restored_order_but_not_one_placed_by
 # ownership and the operator --------------------------------------------------------------------------
 
 
+async def _alices_order_mallory_cannot_cancel(stack: SimStack) -> tuple[TradingClient, TradingClient, str]:
+    await stack.quote("AAPL", 99.99, 100, 100.01, 100)
+    alice, mallory = stack.trading("alice"), stack.trading("mallory")
+    coid = await alice.submit_limit("AAPL", "buy", 1, "99")
+    await alice.wait_for(coid, {"new"})
+    await mallory.cancel(coid)
+    with pytest.raises(OrderRejected, match="belongs to agent alice"):
+        await mallory.wait_for(coid, {"canceled"})
+    return alice, mallory, coid
+
+
 async def test_an_agent_cannot_cancel_or_replace_another_agents_order(redis_url: str) -> None:
     async with sim_stack(redis_url) as stack:
-        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
-        alice, mallory = stack.trading("alice"), stack.trading("mallory")
-        coid = await alice.submit_limit("AAPL", "buy", 1, "99")
-        await alice.wait_for(coid, {"new"})
-
-        await mallory.cancel(coid)
-        with pytest.raises(OrderRejected, match="belongs to agent alice"):
-            await mallory.wait_for(coid, {"canceled"})
+        alice, mallory, coid = await _alices_order_mallory_cannot_cancel(stack)
         new_id = await mallory.replace(coid, limit_price="98")
         replaced = await mallory.wait_for(new_id)
         assert replaced.status == "rejected" and "belongs to agent alice" in replaced.reject_reason
@@ -105,13 +110,7 @@ async def test_an_agent_cannot_cancel_or_replace_another_agents_order(redis_url:
 
 async def test_a_refused_cancel_is_news_about_the_cancel_not_the_order(redis_url: str) -> None:
     async with sim_stack(redis_url) as stack:
-        await stack.quote("AAPL", 99.99, 100, 100.01, 100)
-        alice, mallory = stack.trading("alice"), stack.trading("mallory")
-        coid = await alice.submit_limit("AAPL", "buy", 1, "99")
-        await alice.wait_for(coid, {"new"})
-        await mallory.cancel(coid)
-        with pytest.raises(OrderRejected, match="belongs to agent alice"):
-            await mallory.wait_for(coid, {"canceled"})
+        _, mallory, coid = await _alices_order_mallory_cannot_cancel(stack)
         assert "belongs to agent alice" in (mallory.rejection(coid, cancel=True) or "")
         assert mallory.rejection(coid) is None  # the order itself was not refused
         await stack.quote("AAPL", 98.50, 100, 98.90, 100)  # the ask trades through alice's bid
