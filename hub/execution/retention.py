@@ -1,6 +1,7 @@
 """Retention of ended orders: the gateway removes ``tf:order:<id>`` hashes of orders that ended long ago.
 
-Each order hash is ~1.2 kB and nothing else ever removes one, so a stack trading for months would fill
+Each ended order's hash holds ~0.4 kB of Redis memory (422 B measured, `python -m bench --only
+retention`) and nothing else ever removes one, so a stack trading for months would fill
 Redis. Here the gateway (the single writer, through :meth:`OrderStore.remove_ended`) walks the order
 hashes with ``SCAN`` in small batches and removes those whose status is terminal (filled, canceled,
 rejected, expired, replaced, done_for_day) and whose last change (``updated_ns``, the gateway's clock) is
@@ -84,6 +85,7 @@ class Retention:
                 log.info("order retention: removed %d orders that ended more than %s ago",
                          self.removed - cycle_start, format_duration_ns(self._retention_ns))
             pause_s, cycle_start = IDLE_PAUSE_S, self.removed
+
 
 async def _stopped(stop: asyncio.Event, timeout_s: float) -> bool:
     with contextlib.suppress(TimeoutError):

@@ -94,7 +94,6 @@ class QuoteFeed:
             await self._sharded.aclose()
         self._followed.clear()
 
-
     def _take(self, _channel: bytes, data: bytes) -> None:
         self._inbox.put_nowait(data)
 
