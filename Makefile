@@ -43,7 +43,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-# The outer limit is a last resort against a hang outside any test (the suite takes ~3 min).
+# The outer limit is a last resort against a hang outside any test (the suite takes ~8.5 min on 2 cores).
 unit: setup browser
 	timeout --kill-after=30 1200 $(VENV)/bin/pytest
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,10 +15,11 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.clock import SystemClock
-from core.cluster import FAILOVER_WAIT_S, retryable
+from core.cluster import FAILOVER_WAIT_S, is_cluster, refresh_slots, retryable
 from core.connection import ProcessSettings, redis_client, wait_for_redis
-from core.errors import ConfigError
+from core.errors import ConfigError, RedisUnavailableError
 from core.heartbeat import Heartbeat
+from core.keys import Keys
 from core.ratelimit import RedisTokenBucket
 from core.settings import build, check_name_setting, format_duration_ns, option, pick
 from core.tasks import run_until_stopped
@@ -154,7 +156,7 @@ async def _serve(config: GatewayConfig, client: aioredis.Redis, raw_client: aior
                                 retention.run(serving), grace_s=3.0)
         return True
     except Exception as e:
-        if stop.is_set() or settings.redis_spec.topology != "sentinel" or not retryable(e):
+        if stop.is_set() or settings.redis_spec.topology not in ("sentinel", "cluster") or not retryable(e):
             raise
         log.warning("gateway %s lost the Redis master (%s); waiting for the promoted replica", config.gateway.name, e)
         return False
@@ -168,9 +170,12 @@ async def _master_back(client: aioredis.Redis, raw_client: aioredis.Redis, setti
                        stop: asyncio.Event) -> bool:
     """True once the promoted replica answers (RedisUnavailableError after FAILOVER_WAIT_S); False if the
     process is told to stop meanwhile."""
-    for each in (client, raw_client):  # idle connections may still point at the demoted old master
-        await each.connection_pool.disconnect()
-    waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
+    if is_cluster(client):
+        waiting = asyncio.ensure_future(_orders_slot_served(client, raw_client, settings.keys))
+    else:
+        for each in (client, raw_client):  # idle connections may still point at the demoted old master
+            await each.connection_pool.disconnect()
+        waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
     stopping = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -183,6 +188,24 @@ async def _master_back(client: aioredis.Redis, raw_client: aioredis.Redis, setti
         if not waiting.done():
             waiting.cancel()
             await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def _orders_slot_served(client: aioredis.Redis, raw_client: aioredis.Redis, keys: Keys) -> None:
+    """On a cluster any other master may answer at once: back means the ``{orders}`` slot's master (every
+    execution key lives there) answers both clients, with the slot map read again between tries."""
+    deadline_s = time.monotonic() + FAILOVER_WAIT_S
+    while True:
+        try:
+            for each in (client, raw_client):
+                await each.exists(keys.order_intents())
+            return
+        except Exception as e:
+            if not retryable(e) or time.monotonic() >= deadline_s:
+                raise RedisUnavailableError(f"the {{orders}} slot is not served again after "
+                                            f"{FAILOVER_WAIT_S:.0f}s: {e}") from e
+        await asyncio.sleep(0.2)
+        for each in (client, raw_client):
+            await refresh_slots(each)
 
 
 async def _until(stop: asyncio.Event, serving: asyncio.Event) -> None:
