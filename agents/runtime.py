@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -48,6 +47,7 @@ from core.codec import (
     quote_from_hash,
 )
 from core.errors import DecodeError, RedisUnavailableError
+from core.failover import FAILOVER_WAIT_S, backoff
 from core.heartbeat import Heartbeat
 from core.keys import Keys
 from core.names import shown
@@ -61,10 +61,8 @@ log = logging.getLogger(__name__)
 #: How long an in-flight run() may take to finish after a stop signal.
 STOP_GRACE_NS = 3_000_000_000
 #: How long the reader keeps trying to resubscribe after losing its subscription before the
-#: process gives up (exit 69, restarted by its supervisor).
-RESUBSCRIBE_DEADLINE_NS = 30_000_000_000
-#: Cap of the backoff between resubscribe attempts (jittered, doubling from 50 ms).
-RESUBSCRIBE_MAX_DELAY_S = 1.0
+#: process gives up (exit 69, restarted by its supervisor): the bound of every failover path.
+RESUBSCRIBE_DEADLINE_NS = int(FAILOVER_WAIT_S * 1e9)
 
 Handler = Callable[[bytes], None]
 
@@ -268,7 +266,8 @@ class AgentRuntime:
         """A new subscription with capped, jittered backoff; the latest quotes fill the gap."""
         await self._pubsub.aclose()
         deadline_ns = time.monotonic_ns() + RESUBSCRIBE_DEADLINE_NS
-        delay_s = 0.05
+        waits = backoff()
+        failures = 0
         while True:
             self._pubsub = self._subscription()
             try:
@@ -279,8 +278,8 @@ class AgentRuntime:
                 if time.monotonic_ns() >= deadline_ns:
                     raise RedisUnavailableError(f"could not resubscribe within "
                                                 f"{format_duration_ns(RESUBSCRIBE_DEADLINE_NS)}: {e}") from e
-                await asyncio.sleep(delay_s * (0.5 + random.random()))
-                delay_s = min(delay_s * 2, RESUBSCRIBE_MAX_DELAY_S)
+                failures += 1
+                await asyncio.sleep(waits.compute(failures))
                 continue
             log.info("agent %s resubscribed to %d channels", self.agent.name, len(self._handlers))
             return

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -27,21 +26,18 @@ from urllib.parse import urlsplit
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import ConfigError, RedisUnavailableError
+from core.failover import FAILOVER_WAIT_S, FailoverRetry, backoff
 from core.redis_spec import MULTI_HOST_EXAMPLES, spec_from_redis_py_kwargs, split_hosts
 from core.resp import Address, RespConnection, RespError, Subscription
 
 log = logging.getLogger(__name__)
 
-#: How long a lean-path operation keeps retrying through a failover or a slot move before it gives up
-#: (RedisUnavailableError, exit 69). Redis promotes a replica after cluster-node-timeout plus an election.
-FAILOVER_WAIT_S = 30.0
 #: Error replies after which a refreshed slot map (or a little patience) makes the command succeed.
 _RETRYABLE_REPLIES = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN")
 
@@ -80,8 +76,29 @@ class _DiscoveringPubSub(ClusterPubSub):  # type: ignore[misc]
         return await super().execute_command(*args, **kwargs)
 
 
+async def _no_op(_error: Exception) -> None:
+    return None
+
+
 class Cluster(RedisCluster):  # type: ignore[misc]
-    """RedisCluster whose ``pubsub()`` works as a first command (the hub's demand listener)."""
+    """RedisCluster that rides a failover for :data:`~core.failover.FAILOVER_WAIT_S` and whose
+    ``pubsub()`` works as a first command (the hub's demand listener).
+
+    redis-py's own loop re-reads the slot map and tries again a number of times without waiting, so
+    a command to a killed master fails in a few seconds, before a replica is promoted; an agent's
+    ``run()`` then lost Redis and its process exited. Here that loop runs again with backoff until the
+    deadline. Pipelines keep redis-py's loop, which sleeps 250 ms between its attempts.
+    """
+
+    def __init__(self, *args: Any, ride_failover: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._failover_retry = FailoverRetry(also_on=tuple(self.ERRORS_ALLOW_RETRY)) if ride_failover else None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._failover_retry is None:
+            return await super().execute_command(*args, **kwargs)
+        return await self._failover_retry.call_with_retry(
+            lambda: super(Cluster, self).execute_command(*args, **kwargs), _no_op)
 
     def pubsub(self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
                **kwargs: Any) -> ClusterPubSub:
@@ -89,18 +106,21 @@ class Cluster(RedisCluster):  # type: ignore[misc]
 
 
 def cluster_client(url: str, *, decode: bool = True, password: str | None = None,
-                   node_kwargs: Mapping[str, Any] | None = None) -> RedisCluster:
+                   node_kwargs: Mapping[str, Any] | None = None, ride_failover: bool = True) -> RedisCluster:
     """redis-py's asyncio cluster client; no I/O until first use. ``password`` (from a password
     file) overrides the URL's; ``node_kwargs`` (RedisSpec.node_kwargs: CA, client certificate)
-    reach every node, so node_address hands them to the lean paths too."""
+    reach every node, so node_address hands them to the lean paths too.
+
+    ``ride_failover=False``: a command to a lost master raises after redis-py's own quick retries (the
+    gateway rebuilds its state from the new master instead of carrying on from memory)."""
     spec = parse_cluster_url(url)
     node = dict(node_kwargs) if node_kwargs is not None else {"ssl": spec.tls}
-    # redis-py's default (3 quick retries) gives up before Redis has promoted a replica; this backoff
-    # keeps retrying, re-reading the slot map each time, for about FAILOVER_WAIT_S.
-    retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=int(FAILOVER_WAIT_S))
+    # The count is what redis-py's pipelines (250 ms apart) and each pass of its command loop try;
+    # Cluster.execute_command bounds the whole by time.
+    retry = Retry(backoff(), retries=int(FAILOVER_WAIT_S))
     return Cluster(startup_nodes=[ClusterNode(host, port) for host, port in spec.seeds], decode_responses=decode,
                    username=spec.username, password=password or spec.password, socket_keepalive=True,
-                   retry=retry, **node)
+                   retry=retry, ride_failover=ride_failover, **node)
 
 
 def is_cluster(client: Any) -> bool:
@@ -202,7 +222,8 @@ async def through_failover(nodes: Refreshable, op: Callable[[], Awaitable[Any]],
     the first attempt gets a fresh one too. Either way the map is read once per attempt, not twice.
     """
     deadline = time.monotonic() + wait_s
-    delay_s = 0.05
+    waits = backoff()
+    failures = 0
     if refresh_first:
         await nodes.refresh()
     while True:
@@ -214,8 +235,8 @@ async def through_failover(nodes: Refreshable, op: Callable[[], Awaitable[Any]],
             if time.monotonic() >= deadline:
                 raise RedisUnavailableError(f"{what} did not recover within {wait_s:.0f}s: {e}") from e
             log.warning("%s: %s; refreshing and retrying", what, e)
-        await asyncio.sleep(delay_s * (0.5 + random.random()))
-        delay_s = min(delay_s * 2, 1.0)
+        failures += 1
+        await asyncio.sleep(waits.compute(failures))
         await nodes.refresh()
 
 

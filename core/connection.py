@@ -95,7 +95,7 @@ def redis_client(target: str | RedisSpec, *, decode: bool = True, ride_failover:
     spec = parse_redis_url(target) if isinstance(target, str) else target
     if spec.topology == "cluster":
         return cluster_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
-                              node_kwargs=spec.node_kwargs())
+                              node_kwargs=spec.node_kwargs(), ride_failover=ride_failover)
     if spec.topology == "sentinel":
         # No .spec on this client: the lean paths ask its pool for the current master (core.sentinel).
         return sentinel_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]

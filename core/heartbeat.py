@@ -18,8 +18,9 @@ from collections.abc import Callable, Mapping
 import redis.asyncio as aioredis
 
 from core.clock import Clock
-from core.cluster import FAILOVER_WAIT_S, is_cluster, retryable
+from core.cluster import is_cluster, retryable
 from core.errors import DuplicateInstanceError
+from core.failover import FAILOVER_WAIT_S
 from core.sentinel import is_sentinel
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 On a cluster redis-py's pub/sub connection belongs to the master serving the channel's slot; when that
 master dies its retries keep dialling the dead node. :func:`follow_channels` subscribes again on a fresh
-connection (after the slot map is read again) for up to :data:`~core.cluster.FAILOVER_WAIT_S`, as the
+connection (after the slot map is read again) for up to :data:`~core.failover.FAILOVER_WAIT_S`, as the
 lean shard subscriptions do. (Under Sentinel redis-py's own retry already reconnects to the promoted
 master; this loop then only sees a Redis that stayed away past that wait.) Messages published
 in between are lost: pub/sub is not durable, and every caller has a durable record to fall back on (the
@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from core.cluster import FAILOVER_WAIT_S, is_cluster, refresh_slots, retryable
+from core.cluster import is_cluster, refresh_slots, retryable
 from core.errors import RedisUnavailableError
+from core.failover import FAILOVER_WAIT_S, backoff
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,14 @@ async def follow_channels(client: aioredis.Redis, channels: Sequence[str], handl
     Redis that stays away for ``wait_s`` raises RedisUnavailableError, and any other error is raised as is.
     """
     failing_since: float | None = None
-    delay_s = 0.05
+    waits = backoff()
+    failures = 0
     while stop is None or not stop.is_set():
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(*channels)
             failing_since = None
+            failures = 0
             if on_subscribed is not None:
                 await on_subscribed()
             while stop is None or not stop.is_set():
@@ -65,7 +67,7 @@ async def follow_channels(client: aioredis.Redis, channels: Sequence[str], handl
                 on_lost()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-        await asyncio.sleep(delay_s * (0.5 + random.random()))
-        delay_s = min(delay_s * 2, 1.0)
+        failures += 1
+        await asyncio.sleep(waits.compute(failures))
         if is_cluster(client):
             await refresh_slots(client)

@@ -4,10 +4,10 @@ URL: ``redis+sentinel://[user:password@]host:port[,host:port...]/<service>[/<db>
 for TLS to the Sentinels and the data nodes, with ``?ssl_*`` options as on rediss://). The hosts are
 Sentinels; ``<service>`` is the monitored master's name.
 
-A failover is ridden out in-process, within :data:`~core.cluster.FAILOVER_WAIT_S` (the cluster's bound):
+A failover is ridden out in-process, within :data:`~core.failover.FAILOVER_WAIT_S`:
 
 - redis-py clients: the SentinelConnectionPool asks the Sentinels for the master on every connect, and
-  :class:`FailoverRetry` retries a command whose connection was lost until the promoted replica answers;
+  :class:`~core.failover.FailoverRetry` retries a command whose connection was lost until the promoted replica answers;
 - the lean RESP paths (publisher, cache writer, agent subscription) ask the Sentinels whenever they
   (re)connect (:func:`master_address`); :class:`MasterConnection` reopens on the new master and
   :func:`through_master_failover` sends again.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -27,12 +26,12 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 
-from core.cluster import FAILOVER_WAIT_S, through_failover
+from core.cluster import through_failover
 from core.errors import ConfigError
+from core.failover import FAILOVER_WAIT_S, FailoverRetry
 from core.redis_spec import MULTI_HOST_EXAMPLES, RedisSpec, split_hosts
-from core.refusals import redis_config_error
 from core.resp import RespConnection, Subscription
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
@@ -62,43 +61,6 @@ def parse_sentinel_url(url: str) -> SentinelURL:
                           "<master name>[/<db>], e.g. redis+sentinel://10.0.0.1:26379/mymaster")
     return SentinelURL(sentinels, path[0], int(path[1]) if len(path) == 2 else 0,
                        parts.scheme == "rediss+sentinel", username, password)
-
-
-_ANY_SPEC = RedisSpec()  # redis_config_error only classifies here; its wording is not shown
-
-
-class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)
-    """redis-py's retry bounded by time instead of a count: a lost connection is retried for ``wait_s``
-    from the first failure (backoff 50 ms doubling to 1 s, jittered).
-
-    redis-py nests retries (a command's retry reconnects through a connect that retries too); a count
-    would multiply across the levels, a deadline per level keeps a Redis that stays away at about
-    ``wait_s`` before the error reaches the process (exit 69).
-    """
-
-    def __init__(self, wait_s: float = FAILOVER_WAIT_S) -> None:
-        super().__init__(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=-1)
-        self.wait_s = wait_s
-
-    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[..., Any],
-                              is_retryable: Callable[[Exception], bool] | None = None,
-                              with_failure_count: bool = False) -> T:
-        self._backoff.reset()
-        deadline = time.monotonic() + self.wait_s
-        failures = 0
-        while True:
-            try:
-                return await do()
-            except self._supported_errors as error:
-                if is_retryable is not None and not is_retryable(error):
-                    raise
-                if redis_config_error(_ANY_SPEC, error) is not None:
-                    raise  # a refused password or certificate is no failover: waiting would only hide it
-                failures += 1
-                await (fail(error, failures) if with_failure_count else fail(error))
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(self._backoff.compute(failures))
 
 
 def sentinel_client(url: str, *, decode: bool = True, password: str | None = None,

@@ -15,9 +15,10 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.clock import SystemClock
-from core.cluster import FAILOVER_WAIT_S, is_cluster, refresh_slots, retryable
+from core.cluster import is_cluster, refresh_slots, retryable
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.errors import ConfigError, RedisUnavailableError
+from core.failover import FAILOVER_WAIT_S
 from core.heartbeat import Heartbeat
 from core.keys import Keys
 from core.ratelimit import RedisTokenBucket
