@@ -6,6 +6,7 @@ symbol's ``fair_price`` from the cache (or the mid of ``tf:quote:<SYMBOL>``
 when there is no fresh fair price)::
 
     unrealized = qty * (mark - avg_price) * multiplier     (multiplier: 1, or 100 for OCC options)
+    realized   = (realized_pnl + fees) * multiplier - fees (the store keeps the price part per share)
 
 and writes ``pnl_realized``, ``pnl_unrealized``, ``pnl_total`` and ``mark``
 into ``tf:cache:<SYMBOL>``, and the sums (plus ``positions`` and ``unmarked``,
@@ -33,6 +34,7 @@ from core.keys import LEGACY_PORTFOLIO, PORTFOLIO
 from core.settings import option
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 
 
 class PositionLike(Protocol):
@@ -48,6 +50,9 @@ class PositionLike(Protocol):
     @property
     def realized_pnl(self) -> Decimal: ...
 
+    @property
+    def fees(self) -> Decimal: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SymbolPnl:
@@ -61,14 +66,23 @@ class SymbolPnl:
         return self.realized + (self.unrealized or ZERO)
 
 
-def symbol_pnl(position: PositionLike, mark: Decimal | None, multiplier: Decimal = Decimal(1)) -> SymbolPnl:
-    """PnL of one position marked at ``mark``; a flat position needs no mark."""
+def realized_dollars(position: PositionLike, multiplier: Decimal = ONE) -> Decimal:
+    """Realized PnL net of fees in dollars. The order store keeps it as the price part per share less the
+    fees, which are dollars; one option contract is ``multiplier`` shares, so only the price part scales."""
+    if multiplier == ONE:
+        return position.realized_pnl
+    return (position.realized_pnl + position.fees) * multiplier - position.fees
+
+
+def symbol_pnl(position: PositionLike, mark: Decimal | None, multiplier: Decimal = ONE) -> SymbolPnl:
+    """PnL of one position marked at ``mark``, in dollars; a flat position needs no mark."""
+    realized = realized_dollars(position, multiplier)
     if position.qty == 0:
-        return SymbolPnl(position.symbol, position.realized_pnl, ZERO, mark)
+        return SymbolPnl(position.symbol, realized, ZERO, mark)
     if mark is None:
-        return SymbolPnl(position.symbol, position.realized_pnl, None, None)
+        return SymbolPnl(position.symbol, realized, None, None)
     unrealized = position.qty * (mark - position.avg_price) * multiplier
-    return SymbolPnl(position.symbol, position.realized_pnl, unrealized, mark)
+    return SymbolPnl(position.symbol, realized, unrealized, mark)
 
 
 @dataclass(frozen=True, slots=True)

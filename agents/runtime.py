@@ -149,9 +149,9 @@ class AgentRuntime:
         await self.heartbeat.claim()
         try:
             await self._announce_demand()
-            if self._handlers:
-                await self._pubsub.subscribe(*self._handlers)
-            await self._prime_from_latest_quotes()
+            # A failover while starting is ridden as one mid-run (CI: a master killed while a quote
+            # manager was still subscribing ended it with exit 69).
+            await self._subscribe_through_failover()
             await agent.on_start()
             log.info("agent %s started: %s %s, throttle %s, usable quotes %s, pid %d", agent.name,
                      self.settings.agent_type, ",".join(self.settings.instruments) or "-",
@@ -263,26 +263,32 @@ class AgentRuntime:
         return dispatch
 
     async def _resubscribe(self) -> None:
-        """A new subscription with capped, jittered backoff; the latest quotes fill the gap."""
+        """A new subscription after a lost one; the latest quotes fill the gap."""
         await self._pubsub.aclose()
+        self._pubsub = self._subscription()
+        await self._subscribe_through_failover()
+        log.info("agent %s resubscribed to %d channels", self.agent.name, len(self._handlers))
+
+    async def _subscribe_through_failover(self) -> None:
+        """Subscribe and prime from the latest quotes, retrying with capped, jittered backoff
+        for as long as a failover takes."""
         deadline_ns = time.monotonic_ns() + RESUBSCRIBE_DEADLINE_NS
         waits = backoff()
         failures = 0
         while True:
-            self._pubsub = self._subscription()
             try:
-                await self._pubsub.subscribe(*self._handlers)
+                if self._handlers:
+                    await self._pubsub.subscribe(*self._handlers)
                 await self._prime_from_latest_quotes()
+                return
             except (RedisUnavailableError, RedisConnectionError, RedisTimeoutError, OSError) as e:
                 await self._pubsub.aclose()
                 if time.monotonic_ns() >= deadline_ns:
-                    raise RedisUnavailableError(f"could not resubscribe within "
+                    raise RedisUnavailableError(f"could not subscribe within "
                                                 f"{format_duration_ns(RESUBSCRIBE_DEADLINE_NS)}: {e}") from e
                 failures += 1
                 await asyncio.sleep(waits.compute(failures))
-                continue
-            log.info("agent %s resubscribed to %d channels", self.agent.name, len(self._handlers))
-            return
+                self._pubsub = self._subscription()
 
     async def _invoke(self, event: Event) -> None:
         if self._stopping:

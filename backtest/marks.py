@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from agents.greeks import parse_occ
+from agents.pnl import realized_dollars
 from core.codec import Quote
 from core.orders import Position
 
@@ -44,11 +45,8 @@ class Multipliers:
         return found
 
     def realized(self, position: Position) -> Decimal:
-        """Realized PnL net of fees in dollars (the store's is per share before the fees)."""
-        multiplier = self(position.symbol)
-        if multiplier == ONE:
-            return position.realized_pnl
-        return (position.realized_pnl + position.fees) * multiplier - position.fees
+        """Realized PnL net of fees in dollars, as the PnL agent values it."""
+        return realized_dollars(position, self(position.symbol))
 
     def unrealized(self, position: Position, mark: Decimal | None) -> Decimal | None:
         """Unrealized PnL at ``mark`` in dollars; None for an open position without a mark."""

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.cluster import cluster_client, is_cluster_url, parse_cluster_url
 from core.errors import RedisUnavailableError
+from core.failover import RetryUnlessRefused
 from core.keys import Keys
 from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
 from core.refusals import redis_config_error
@@ -101,7 +102,7 @@ def redis_client(target: str | RedisSpec, *, decode: bool = True, ride_failover:
         return sentinel_client(spec.seed_url, decode=decode, password=spec.password,  # type: ignore[no-any-return]
                                node_kwargs=spec.node_kwargs(), ride_failover=ride_failover)
     client = SpecRedis(decode_responses=decode, health_check_interval=0, socket_keepalive=True,
-                       **spec.redis_py_kwargs())
+                       retry=RetryUnlessRefused(), **spec.redis_py_kwargs())
     client.spec = spec
     return client
 

@@ -33,6 +33,27 @@ def backoff() -> ExponentialWithJitterBackoff:
     return ExponentialWithJitterBackoff(base=BACKOFF_BASE_S, cap=BACKOFF_CAP_S)
 
 
+def refused(error: Exception) -> bool:
+    """A refused password, right or certificate: no failover, so waiting would only delay the exit 78."""
+    return redis_config_error(_ANY_SPEC, error) is not None
+
+
+class RetryUnlessRefused(Retry):  # type: ignore[misc]
+    """redis-py's default retry of one Redis (10 attempts, jittered backoff from 10 ms to 1 s), except
+    that a refusal is raised at once: a wrong CA used to be reported only after ~4.5 s of reconnecting."""
+
+    def __init__(self) -> None:
+        super().__init__(ExponentialWithJitterBackoff(base=0.01, cap=1.0), retries=10)
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], fail: Callable[..., Any],
+                              is_retryable: Callable[[Exception], bool] | None = None,
+                              with_failure_count: bool = False) -> T:
+        def retryable(error: Exception) -> bool:
+            return not refused(error) and (is_retryable is None or is_retryable(error))
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)  # type: ignore[no-any-return]
+
+
 class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here (pyproject)
     """redis-py's retry bounded by time instead of a count: a lost connection is retried for ``wait_s``
     from the first failure.
@@ -62,8 +83,8 @@ class FailoverRetry(Retry):  # type: ignore[misc]  # redis-py is typed Any here 
             except self._supported_errors as error:
                 if is_retryable is not None and not is_retryable(error):
                     raise
-                if redis_config_error(_ANY_SPEC, error) is not None:
-                    raise  # a refused password or certificate is no failover: waiting would only hide it
+                if refused(error):
+                    raise
                 failures += 1
                 await (fail(error, failures) if with_failure_count else fail(error))
                 if time.monotonic() >= deadline:

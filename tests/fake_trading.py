@@ -44,6 +44,7 @@ class FakePosition:
     qty: Decimal = Decimal(0)
     avg_price: Decimal = Decimal(0)
     realized_pnl: Decimal = Decimal(0)
+    fees: Decimal = Decimal(0)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from agents.runtime import AgentRuntime
 from cache import DataCache
 from core.codec import Quote, encode_quotes
 from core.connection import redis_client
-from core.errors import DuplicateInstanceError
+from core.errors import DuplicateInstanceError, RedisUnavailableError
 from core.keys import Keys
 from tests.helpers import eventually_async
 
@@ -187,3 +187,40 @@ async def test_first_run_uses_latest_quote_already_in_redis(start_agent: Runner,
     await start_agent(agent)
     await eventually_async(lambda: _true(agent.seen), message="primed run")
     assert agent.seen[0] == Quote("AAPL", 5.0, 1.0, 5.02, 1.0, 7, 8)
+
+
+class _RefusedSubscription:
+    """A subscriber connection to a master that is gone (as while a failover is under way)."""
+
+    async def subscribe(self, *channels: bytes) -> None:
+        raise RedisUnavailableError("cannot connect to Redis at 127.0.0.1:1: [Errno 111] Connection refused")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_subscription_refused_while_starting_is_retried(redis_url: str, aredis: aioredis.Redis) -> None:
+    refusals = 2
+
+    class StartsDuringFailover(AgentRuntime):
+        def _subscription(self) -> Any:
+            nonlocal refusals
+            if refusals:
+                refusals -= 1
+                return _RefusedSubscription()
+            return super()._subscription()
+
+    client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
+    agent = Collector({"instruments": ["AAPL"]})
+    stop = asyncio.Event()
+    task = asyncio.create_task(StartsDuringFailover(agent, client=client, raw_client=raw, keys=KEYS).run(stop))
+    try:
+        await eventually_async(lambda: _subscribed(client, agent), message="subscribed after two refusals")
+        await aredis.publish(KEYS.quote_channel("AAPL"), encode_quotes([quote(3.0)]))
+        await eventually_async(lambda: _true(agent.seen), message="a run on the published quote")
+        assert refusals == 0 and not task.done()
+    finally:
+        stop.set()
+        await task
+        await client.aclose()
+        await raw.aclose()

@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.cluster import cluster_client
-from core.failover import FailoverRetry
+from core.failover import FailoverRetry, RetryUnlessRefused
 
 
 async def test_failover_retry_is_bounded_by_time_however_the_calls_nest(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -86,3 +86,26 @@ async def test_a_refused_password_on_a_cluster_is_not_waited_out(monkeypatch: py
     with pytest.raises(AuthenticationError):
         await cluster_client("redis+cluster://127.0.0.1:7000/").execute_command("PING")
     assert calls == 1
+
+
+async def test_one_redis_retries_a_lost_connection_but_not_a_refused_certificate() -> None:
+    attempts: list[str] = []
+
+    def failing(message: str, then: str | None = None) -> Any:
+        async def do() -> str:
+            attempts.append(message)
+            if then is not None and len(attempts) > 1:
+                return then
+            raise RedisConnectionError(message)
+        return do
+
+    retry = RetryUnlessRefused()
+    with pytest.raises(RedisConnectionError):
+        await retry.call_with_retry(failing("Error 1 connecting to 127.0.0.1:6390. [SSL: CERTIFICATE_VERIFY_FAILED] "
+                                            "certificate verify failed: unable to get local issuer certificate"),
+                                    lambda _e: asyncio.sleep(0))
+    assert len(attempts) == 1  # reported at once (exit 78), not after redis-py's ~4.5 s of reconnecting
+    attempts.clear()
+    assert await retry.call_with_retry(failing("Error 111 connecting to 127.0.0.1:6390. Connection refused.", "PONG"),
+                                       lambda _e: asyncio.sleep(0)) == "PONG"
+    assert len(attempts) == 2

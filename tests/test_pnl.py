@@ -35,6 +35,13 @@ def test_option_uses_the_multiplier() -> None:
     assert pnl.unrealized == D("100.00")
 
 
+def test_option_realized_pnl_is_in_dollars_with_the_fees_counted_once() -> None:
+    # one contract bought at 5.00 and sold at 5.50 with 0.03 of fees: the store keeps 0.50 - 0.03 per share
+    closed = FakePosition("AAPL240621C00190000", D(0), D(0), realized_pnl=D("0.47"), fees=D("0.03"))
+    assert symbol_pnl(closed, None, D(100)).realized == D("49.97")
+    assert symbol_pnl(FakePosition("AAPL", D(0), D(0), D("0.47"), D("0.03")), None).realized == D("0.47")
+
+
 def test_portfolio_sums_and_counts_unmarked() -> None:
     total = portfolio_pnl([SymbolPnl("A", D(1), D(2), D(10)), SymbolPnl("B", D(3), None, None)], {"A", "B"})
     assert (total.realized, total.unrealized, total.total, total.positions, total.unmarked) == (

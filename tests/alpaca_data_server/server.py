@@ -142,11 +142,16 @@ class AlpacaDataServer:
             self._stream_task = asyncio.ensure_future(self._blast(batch))
 
     async def stop_stream(self) -> None:
-        if self._stream_task is not None:
-            self._stream_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stream_task
-            self._stream_task = None
+        task, self._stream_task = self._stream_task, None
+        if task is None:
+            return
+        # Python 3.11's wait_for swallows a cancel that lands as the send it waits on completes
+        # (gh-86296), and the stream went on: ask again until it has ended.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     # protocol
     async def _handle(self, ws: ServerConnection) -> None:
