@@ -31,6 +31,7 @@ from agents.trading import TradingClient
 from core.clock import Clock, SystemClock
 from core.connection import ProcessSettings, redis_client, wait_for_redis
 from core.settings import parse_symbols
+from core.tasks import finished_before_stop
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ async def serve_sharded(agent: TradingAgent, settings: ProcessSettings, stop: as
     raw_client = redis_client(settings.redis_spec, decode=False)
     membership = None
     try:
-        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
+        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+            return
         if spec is not None and spec.auto:
             membership = Membership(client, settings.keys.agent_members(group), member,
                                     agent.settings.shard_lease_ns // 1_000_000)

@@ -8,6 +8,23 @@ from collections.abc import Coroutine
 from typing import Any
 
 
+async def finished_before_stop(stop: asyncio.Event, coro: Coroutine[Any, Any, Any]) -> bool:
+    """True once ``coro`` has finished (its error is raised); False if ``stop`` is set first, and
+    ``coro`` is cancelled: a process told to stop while it waits (for Redis, a failover) exits then."""
+    work, stopping = asyncio.ensure_future(coro), asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((work, stopping), return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            return False
+        work.result()
+        return True
+    finally:
+        stopping.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+
+
 async def run_until_stopped(stop: asyncio.Event, *coros: Coroutine[Any, Any, Any], grace_s: float) -> None:
     """Run ``coros`` until all have finished after ``stop`` is set.
 

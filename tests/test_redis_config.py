@@ -150,13 +150,17 @@ def test_database_the_server_lacks_exits_78(processes: ProcessGroup, redis_url: 
     _assert_config_exit(result, "no database 20")
 
 
-def test_unreachable_redis_says_it_is_waiting_at_once(processes: ProcessGroup) -> None:
-    proc = processes.start("-m", "hub", "--symbols", "AAPL", "--redis-wait", "30s",
-                           env={"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:1/0"})
+@pytest.mark.parametrize("program", [("hub", "--symbols", "AAPL"), ("agents.spotter", "--instruments", "AAPL"),
+                                     ("hub.execution", "--broker", "sim")])
+def test_unreachable_redis_says_it_is_waiting_at_once_and_stops_when_told(processes: ProcessGroup,
+                                                                           program: tuple[str, ...]) -> None:
+    proc = processes.start("-m", *program, "--redis-wait", "30s", env={"REDIS_URL": f"redis://:{SECRET}@127.0.0.1:1/0"})
     # well inside the 30 s wait: the line comes first, not at the deadline
     eventually(lambda: "waiting for Redis at redis://:***@127.0.0.1:1/0" in processes.output(proc), timeout_s=10,
                message="the waiting line")
     assert SECRET not in processes.output(proc)
+    proc.terminate()  # a stop while Redis is away is a clean exit, not a wait to the deadline
+    assert proc.wait(10) == 0
 
 
 @pytest.mark.parametrize(("url_tail", "fix"), [(":not-the-password@{host}/0", "--redis-password-file"),

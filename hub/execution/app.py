@@ -23,7 +23,7 @@ from core.heartbeat import Heartbeat
 from core.keys import Keys
 from core.ratelimit import RedisTokenBucket
 from core.settings import build, check_name_setting, format_duration_ns, option, pick
-from core.tasks import run_until_stopped
+from core.tasks import finished_before_stop, run_until_stopped
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import Broker
 from hub.execution.brokers.sim import SimBroker, SimBrokerSettings
@@ -106,7 +106,8 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     client = redis_client(settings.redis_spec, ride_failover=False)
     raw_client = redis_client(settings.redis_spec, decode=False, ride_failover=False)
     try:
-        await wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)
+        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+            return
         current: list[tuple[Gateway, OrderStore, Broker, RiskChecks, Retention]] = []
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock,
                               lambda: heartbeat_fields(config, *current[-1]) if current else {"kind": "gateway"})
@@ -172,23 +173,11 @@ async def _master_back(client: aioredis.Redis, raw_client: aioredis.Redis, setti
     """True once the promoted replica answers (RedisUnavailableError after FAILOVER_WAIT_S); False if the
     process is told to stop meanwhile."""
     if is_cluster(client):
-        waiting = asyncio.ensure_future(_orders_slot_served(client, raw_client, settings.keys))
-    else:
-        for each in (client, raw_client):  # idle connections may still point at the demoted old master
-            await each.connection_pool.disconnect()
-        waiting = asyncio.ensure_future(wait_for_redis(client, settings.redis_spec, int(FAILOVER_WAIT_S * 1e9)))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            return False
-        waiting.result()  # raises RedisUnavailableError when the wait ran out
-        return True
-    finally:
-        stopping.cancel()
-        if not waiting.done():
-            waiting.cancel()
-            await asyncio.gather(waiting, return_exceptions=True)
+        return await finished_before_stop(stop, _orders_slot_served(client, raw_client, settings.keys))
+    for each in (client, raw_client):  # idle connections may still point at the demoted old master
+        await each.connection_pool.disconnect()
+    return await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec,
+                                                           int(FAILOVER_WAIT_S * 1e9)))
 
 
 async def _orders_slot_served(client: aioredis.Redis, raw_client: aioredis.Redis, keys: Keys) -> None:
