@@ -34,8 +34,10 @@ SYMBOLS = ",".join(f"S{i:02d}" for i in range(20))
 CREDENTIALS = {"APCA_API_KEY_ID": "key", "APCA_API_SECRET_KEY": "secret"}
 
 
-def bare_sdk(stream_url: str, symbols: list[str], seconds: float) -> tuple[float, float]:
-    """Bare alpaca-py: count quotes in the handler; quotes per second and per CPU second after a warm-up."""
+def bare_sdk(stream_url: str, symbols: list[str], seconds: float, out: Path) -> None:
+    """Bare alpaca-py: count quotes in the handler; writes quotes per second and per CPU second after a
+    warm-up to ``out`` as soon as they are measured (the SDK's close handshake with a server that is still
+    blasting then takes ~30 s, which is not part of the figure)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from alpaca.data.live.stock import StockDataStream
@@ -46,7 +48,6 @@ def bare_sdk(stream_url: str, symbols: list[str], seconds: float) -> tuple[float
         count[0] += 1
 
     stream.subscribe_quotes(on_quote, *symbols)
-    result: list[float] = []
 
     def measure() -> None:
         while count[0] == 0:
@@ -55,12 +56,13 @@ def bare_sdk(stream_url: str, symbols: list[str], seconds: float) -> tuple[float
         first = (time.monotonic(), time.process_time(), count[0])
         time.sleep(seconds)
         quotes = count[0] - first[2]
-        result.extend((quotes / (time.monotonic() - first[0]), quotes / (time.process_time() - first[1])))
+        written = out.with_suffix(".tmp")
+        written.write_text(f"{quotes / (time.monotonic() - first[0])} {quotes / (time.process_time() - first[1])}\n")
+        written.rename(out)
         stream.stop()
 
     threading.Thread(target=measure, daemon=True).start()
     stream.run()
-    return result[0], result[1]
 
 
 def _server(procs: Procs) -> str:
@@ -81,8 +83,8 @@ def sdk_rate(url: str, seconds: float) -> tuple[float, float]:
         stream_url = _server(procs)
         time.sleep(0.5)
         out = procs.dir / "sdk.txt"
-        proc = procs.start("-m", "bench.ingest", "sdk", stream_url, SYMBOLS, str(seconds), str(out))
-        proc.wait(seconds + 60)
+        procs.start("-m", "bench.ingest", "sdk", stream_url, SYMBOLS, str(seconds), str(out))
+        wait_for(out.exists, "the bare SDK's figures", timeout_s=seconds + 60)
         wall, cpu = out.read_text().split()
         return float(wall), float(cpu)
 
@@ -123,6 +125,4 @@ if __name__ == "__main__":
     role, stream_url, symbols, seconds, out = sys.argv[1:6]
     if role != "sdk":
         raise SystemExit(f"unknown role {role!r}")
-    wall_qps, cpu_qps = bare_sdk(stream_url, symbols.split(","), float(seconds))
-    with open(out, "w") as f:
-        f.write(f"{wall_qps} {cpu_qps}\n")
+    bare_sdk(stream_url, symbols.split(","), float(seconds), Path(out))

@@ -64,7 +64,7 @@ class Procs:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in self.procs:
+        for proc in reversed(self.procs):  # consumers first: a server still sending to them is slow to stop
             self.stop(proc, 5.0)
 
 
