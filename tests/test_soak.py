@@ -80,8 +80,8 @@ def test_the_soak_runs_every_program_of_the_deploy_file() -> None:
 @pytest.mark.timeout(240)
 def test_a_short_soak_writes_samples_summary_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "soak"
-    done = subprocess.run([sys.executable, "-m", "bench.soak", "--duration", "20s", "--interval", "2s",
-                           "--warmup", "4s", "--max-growth-mb-per-h", "1000000", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "bench.soak", "--duration", "10s", "--interval", "1s",
+                           "--warmup", "3s", "--max-growth-mb-per-h", "1000000", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=230)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     with open(out / "samples.csv") as f:
