@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.crc import key_slot
@@ -87,7 +87,8 @@ class Cluster(RedisCluster):  # type: ignore[misc]
     redis-py's own loop re-reads the slot map and tries again a number of times without waiting, so
     a command to a killed master fails in a few seconds, before a replica is promoted; an agent's
     ``run()`` then lost Redis and its process exited. Here that loop runs again with backoff until the
-    deadline. Pipelines keep redis-py's loop, which sleeps 250 ms between its attempts.
+    deadline. A pipeline without a transaction does the same (:class:`_FailoverPipeline`); a
+    transaction keeps redis-py's loop (250 ms apart, 30 tries), as a retried one could commit twice.
     """
 
     def __init__(self, *args: Any, ride_failover: bool = True, **kwargs: Any) -> None:
@@ -100,9 +101,45 @@ class Cluster(RedisCluster):  # type: ignore[misc]
         return await self._failover_retry.call_with_retry(
             lambda: super(Cluster, self).execute_command(*args, **kwargs), _no_op)
 
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if self._failover_retry is None or transaction or shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _FailoverPipeline(self, self._failover_retry)
+
     def pubsub(self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
                **kwargs: Any) -> ClusterPubSub:
         return _DiscoveringPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
+class _FailoverPipeline(ClusterPipeline):  # type: ignore[misc]
+    """A pipeline whose execute rides a failover as :meth:`Cluster.execute_command` does.
+
+    redis-py empties the queue after each execute, failed or not, so the commands are kept here and
+    queued again for every attempt. Only reads and idempotent writes go in these pipelines.
+    """
+
+    def __init__(self, client: Cluster, failover_retry: FailoverRetry) -> None:
+        super().__init__(client)
+        self._failover_retry = failover_retry
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> ClusterPipeline:
+        self._queued.append((args, dict(kwargs)))
+        return super().execute_command(*args, **kwargs)
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued, self._queued = self._queued, []
+        attempts = 0
+
+        async def attempt() -> list[Any]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                for args, kwargs in queued:
+                    super(_FailoverPipeline, self).execute_command(*args, **kwargs)
+            return await super(_FailoverPipeline, self).execute(raise_on_error, allow_redirections)  # type: ignore[no-any-return]
+
+        return await self._failover_retry.call_with_retry(attempt, _no_op)
 
 
 def cluster_client(url: str, *, decode: bool = True, password: str | None = None,

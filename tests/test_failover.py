@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -72,6 +72,36 @@ async def test_a_cluster_command_outlasts_redis_pys_own_retries_only_when_riding
         with pytest.raises(RedisConnectionError):
             await client.execute_command("PING")
         assert len(calls) == 1  # the gateway rebuilds from the new master instead
+
+
+@pytest.mark.parametrize("ride_failover", [True, False])
+async def test_a_cluster_pipeline_outlasts_redis_pys_own_retries_with_every_command_each_time(
+        monkeypatch: pytest.MonkeyPatch, ride_failover: bool) -> None:
+    # redis-py's pipeline loop tries 30 times 250 ms apart, ~7.5 s: shorter than a promotion under
+    # Redis's default cluster-node-timeout (15 s), and it empties the queue whatever the outcome
+    now_s = _fake_clock(monkeypatch)
+    queued_per_attempt: list[int] = []
+
+    async def master_promoted_after_10_s(self: ClusterPipeline, *args: Any, **kwargs: Any) -> list[Any]:
+        queued_per_attempt.append(len(self))
+        await self.reset()
+        if now_s[0] < 10.0:
+            now_s[0] += 7.5
+            raise RedisConnectionError("Error 111 connecting to 127.0.0.1:7001. Connection refused.")
+        return [{"bid": "1"}, {"bid": "2"}]
+
+    monkeypatch.setattr(ClusterPipeline, "execute", master_promoted_after_10_s)
+    client = cluster_client("redis+cluster://127.0.0.1:7000/", ride_failover=ride_failover)
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall("tf:quote:{A}")
+    pipe.hgetall("tf:quote:{B}")
+    if ride_failover:
+        assert await pipe.execute() == [{"bid": "1"}, {"bid": "2"}]
+        assert queued_per_attempt == [2, 2, 2]  # both commands sent again after each lost attempt
+    else:
+        with pytest.raises(RedisConnectionError):
+            await pipe.execute()
+        assert queued_per_attempt == [2]
 
 
 async def test_a_refused_password_on_a_cluster_is_not_waited_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,7 +49,7 @@ def dashboard_client(spec: RedisSpec) -> aioredis.Redis:
     or Sentinel, TLS options, the password file), made impatient before any I/O: no silent retries and
     short socket timeouts, so the reader notices a lost Redis (or a lost cluster master) at once and the
     page shows it; the reader's own backoff loop does the retrying."""
-    client = redis_client(spec)
+    client = redis_client(spec, ride_failover=False)
     client.set_retry(Retry(NoBackoff(), 0))
     if not is_cluster(client):  # a cluster's nodes already time out after 5 s (redis-py's default)
         client.connection_pool.connection_kwargs.update(socket_timeout=SOCKET_TIMEOUT_S,
