@@ -27,11 +27,11 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
         assert result["publish"][row] > 0, row
     for row in ("project", "bare", "raw", "project_1", "raw_1"):
         assert result["intake"][row] > 0, row
-    for rate in ("1000", "10000", "50000"):
+    for rate in ("10000",):  # the full run measures 1,000 and 50,000 too
         figures = result["latency"][rate]
         assert figures["project"]["run"]["n"] > 0 and figures["bare"]["n"] > 0 and figures["raw"]["n"] > 0
         assert figures["project_cache"]["cache_visible"]["n"] > 0
-    for agents in ("1", "4", "8"):
+    for agents in ("1", "4"):  # and 8
         assert result["fanout"][agents]["project"]["run"]["n"] > 0
     overload = result["overload"]
     assert overload["agent_rss_kb"]["peak"] > 0 and overload["hub_rss_kb"]["peak"] > 0
