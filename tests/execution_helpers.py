@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from agents.trading import TradingClient
 from core.clock import SystemClock
@@ -85,3 +88,21 @@ async def _numpat(client: aioredis.Redis) -> bool:
 
 def dec(value: str | None) -> Decimal:
     return Decimal(value or 0)
+
+
+def orders_state(client: redis.Redis | RedisCluster, keys: Keys, ids: list[str]) -> tuple[int, dict[str, int]] | None:
+    """(open orders, 'new' events per id) once every intent is handled; None before (or mid-failover)."""
+    try:
+        groups = client.xinfo_groups(keys.order_intents())
+        # Delivered up to the stream's last entry, nothing pending. Not "lag": a promoted replica can
+        # report it as nil (unknown), which read as "no lag" ended the wait with 1,700 intents unread.
+        last_id = client.xinfo_stream(keys.order_intents())["last-generated-id"]
+        if not groups or groups[0]["pending"] or groups[0]["last-delivered-id"] != last_id:
+            return None
+        news: dict[str, int] = {}
+        for _, fields in client.xrange(keys.order_events()):
+            if fields["event"] == "new":
+                news[fields["client_order_id"]] = news.get(fields["client_order_id"], 0) + 1
+        return client.scard(keys.open_orders()), news
+    except (RedisClusterException, redis.RedisError):
+        return None

@@ -26,7 +26,7 @@ from core.resp import Address
 from hub.execution.brokers.sim import SimBrokerSettings
 from tests.cluster import LocalCluster, redis_cluster
 from tests.conftest import REPO, free_port
-from tests.execution_helpers import sim_stack
+from tests.execution_helpers import orders_state, sim_stack
 from tests.helpers import ProcessGroup, eventually, eventually_async
 from tests.test_gateway import submit_fields
 from tests.test_order_retention import check_retention
@@ -236,24 +236,6 @@ def test_gateway_over_the_cluster_makes_every_order_once(local_cluster: LocalClu
         group.stop_all()
 
 
-def _orders_state(client: RedisCluster, keys: Keys, ids: list[str]) -> tuple[int, dict[str, int]] | None:
-    """(open orders, 'new' events per id) once every intent is handled; None before (or mid-failover)."""
-    try:
-        groups = client.xinfo_groups(keys.order_intents())
-        # Delivered up to the stream's last entry, nothing pending. Not "lag": a promoted replica can
-        # report it as nil (unknown), which read as "no lag" ended the wait with 1,700 intents unread.
-        last_id = client.xinfo_stream(keys.order_intents())["last-generated-id"]
-        if not groups or groups[0]["pending"] or groups[0]["last-delivered-id"] != last_id:
-            return None
-        news: dict[str, int] = {}
-        for _, fields in client.xrange(keys.order_events()):
-            if fields["event"] == "new":
-                news[fields["client_order_id"]] = news.get(fields["client_order_id"], 0) + 1
-        return client.scard(keys.open_orders()), news
-    except (RedisClusterError, redis.RedisError):
-        return None
-
-
 @pytest.mark.timeout(150)
 def test_gateway_through_a_master_failover_mid_way(tmp_path: Path) -> None:
     keys = Keys("tf", cluster=True)
@@ -287,7 +269,7 @@ def test_gateway_through_a_master_failover_mid_way(tmp_path: Path) -> None:
                 if code is not None:
                     assert code == ExitCode.REDIS_UNAVAILABLE, group.output(restarts[-1])[-3000:]
                     restarts.append(group.start(*gateway_args))
-                return _orders_state(client, keys, ids)
+                return orders_state(client, keys, ids)
 
             state = eventually(handled, timeout_s=90, interval_s=0.2, message="every intent handled after the failover")
             print(f"gateway failover: all {total} intents handled {time.monotonic() - killed:.1f}s after the kill, "

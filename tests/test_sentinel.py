@@ -15,9 +15,9 @@ from core.errors import ConfigError
 from core.keys import Keys
 from core.sentinel import parse_sentinel_url
 from tests.conftest import REPO
+from tests.execution_helpers import orders_state
 from tests.helpers import ProcessGroup, eventually
 from tests.sentinel import redis_sentinel
-from tests.test_cluster import _orders_state
 from tests.test_gateway import submit_fields
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "QQQ"]
@@ -114,7 +114,7 @@ def test_gateway_through_a_sentinel_failover_makes_every_order_once(tmp_path: Pa
                         newest = promoted.xrevrange(keys.order_events(), count=1)
                         if newest and int(newest[0][0].split("-")[0]) > killed_ms:
                             first_write_s.append(time.monotonic() - killed)
-                return _orders_state(promoted, keys, ids)
+                return orders_state(promoted, keys, ids)
 
             state = eventually(handled, timeout_s=60, interval_s=0.1, message="every intent handled after failover")
             print(f"sentinel gateway failover: first order written on the promoted replica {first_write_s[0]:.2f}s "
