@@ -127,6 +127,10 @@ class _FailoverPipeline(ClusterPipeline):  # type: ignore[misc]
         self._queued.append((args, dict(kwargs)))
         return super().execute_command(*args, **kwargs)
 
+    async def reset(self) -> None:
+        self._queued = []
+        await super().reset()
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         queued, self._queued = self._queued, []
         attempts = 0
