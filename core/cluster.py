@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from redis._parsers.commands import AsyncCommandsParser
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection
 from redis.asyncio.retry import Retry
@@ -94,6 +95,7 @@ class Cluster(RedisCluster):  # type: ignore[misc]
     def __init__(self, *args: Any, ride_failover: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._failover_retry = FailoverRetry(also_on=tuple(self.ERRORS_ALLOW_RETRY)) if ride_failover else None
+        self.commands_parser = _KeysFromALiveNode(self)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._failover_retry is None:
@@ -109,6 +111,28 @@ class Cluster(RedisCluster):  # type: ignore[misc]
     def pubsub(self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None,
                **kwargs: Any) -> ClusterPubSub:
         return _DiscoveringPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
+class _KeysFromALiveNode(AsyncCommandsParser):  # type: ignore[misc]
+    """redis-py's parser, except that it follows the cluster when the node it asks is gone.
+
+    redis-py asks one node, fixed when the client starts, for the keys of a command whose keys can move
+    (``COMMAND GETKEYS``: XREADGROUP, XREAD, ...), and replaces it only on a full re-initialisation; the
+    error is raised before its retry loop, so nothing triggers one. Once that node was the killed master,
+    every XREADGROUP failed for good and the gateway rebuilt itself in a loop (CI, one run in five).
+    """
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        super().__init__()
+        self._cluster = cluster
+
+    async def _get_moveable_keys(self, *args: Any) -> Any:
+        try:
+            return await super()._get_moveable_keys(*args)
+        except (RedisConnectionError, RedisTimeoutError):
+            await refresh_slots(self._cluster)
+            self.node = self._cluster.get_default_node()
+            return await super()._get_moveable_keys(*args)
 
 
 class _FailoverPipeline(ClusterPipeline):  # type: ignore[misc]
