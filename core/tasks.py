@@ -8,6 +8,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 
+async def stopped_within(stop: asyncio.Event, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for ``stop``; True if it is set: a loop's pause that a stop cuts short."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout_s)
+    return stop.is_set()
+
+
 async def finished_before_stop(stop: asyncio.Event, coro: Coroutine[Any, Any, Any]) -> bool:
     """True once ``coro`` has finished (its error is raised); False if ``stop`` is set first, and
     ``coro`` is cancelled: a process told to stop while it waits (for Redis, a failover) exits then."""

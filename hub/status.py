@@ -26,6 +26,7 @@ from core.errors import ConfigError
 from core.keys import CACHE_TS_SUFFIX, PORTFOLIO, Keys
 from core.process import config_failure, run_process
 from core.settings import build, gather, option, pick
+from core.tasks import stopped_within
 from core.ticks import tick_size
 from hub.summary import UP_TIMEOUT_S, dashboard_listening, summary_text, wait_until_up
 
@@ -204,10 +205,8 @@ async def show(process: ProcessSettings, settings: StatusSettings, stop: asyncio
                 shown_ok = _emit(clear + render(state, time.time_ns()))
             if not shown_ok or not settings.watch_ns or stop.is_set():
                 return
-            try:
-                await asyncio.wait_for(stop.wait(), settings.watch_ns / 1e9)
-            except TimeoutError:
-                continue
+            if await stopped_within(stop, settings.watch_ns / 1e9):
+                return
     finally:
         await client.aclose()
 

@@ -12,6 +12,8 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from core.tasks import stopped_within
+
 State = Mapping[str, Mapping[str, Mapping[str, str]]]
 
 DASHBOARD_URL = "http://127.0.0.1:8050"
@@ -65,8 +67,5 @@ async def wait_until_up(read: Callable[[], Awaitable[State]], stop: asyncio.Even
             return state
         if time.monotonic() > deadline:
             return None
-        try:
-            await asyncio.wait_for(stop.wait(), POLL_S)
-        except TimeoutError:
-            continue
+        await stopped_within(stop, POLL_S)
     return None

@@ -15,7 +15,6 @@ with capped, jittered backoff until Redis is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -27,6 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.clock import Clock, SystemClock
 from core.keys import PORTFOLIO, Keys
+from core.tasks import stopped_within
 from hub.dashboard.settings import DashboardSettings
 from hub.dashboard.state import Fields, State
 
@@ -76,8 +76,7 @@ class Reader:
                 self._events_id = None
                 wait_s, delay_s = delay_s * (0.5 + random.random()), min(delay_s * 2, MAX_BACKOFF_S)
                 next_ns, next_slow_ns = clock.monotonic_ns(), 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait_s)
+            await stopped_within(stop, wait_s)
 
     async def poll(self, slow: bool) -> None:
         """One round: heartbeats and positions when ``slow``, then quotes, cache, orders, kill switch, events."""

@@ -18,7 +18,6 @@ goes on with the next one. See docs/order-safety.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -34,6 +33,7 @@ from core.keys import Keys
 from core.orders import EXTERNAL_AGENT, PENDING_CANCEL, PENDING_NEW, Intent, Order
 from core.prices import BidAsk
 from core.ratelimit import RateLimitedLog
+from core.tasks import stopped_within
 from core.ticks import MAX_PRICE, is_fractional
 from hub.execution.brokers.base import Broker, BrokerUnavailable
 from hub.execution.intake import GROUP, Intake
@@ -290,8 +290,7 @@ class Gateway:
             await self.refresh_state()
             if self.halted and self._store.open:
                 await self._cancel_everything()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._poll_ns / 1e9)
+            await stopped_within(stop, self._poll_ns / 1e9)
 
     async def _cancel_everything(self) -> None:
         now_ns = self._clock.monotonic_ns()

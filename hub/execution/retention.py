@@ -18,7 +18,6 @@ so it never mistakes a removed order for one Redis lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -26,6 +25,7 @@ import redis.asyncio as aioredis
 
 from core.keys import Keys
 from core.settings import format_duration_ns
+from core.tasks import stopped_within
 from hub.execution.store import OrderStore
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Retention:
         if self._retention_ns == 0:
             return
         pause_s, cycle_start = IDLE_PAUSE_S, self.removed
-        while not await _stopped(stop, pause_s):
+        while not await stopped_within(stop, pause_s):
             if not await self.step():
                 pause_s = STEP_PAUSE_S
                 continue
@@ -86,8 +86,3 @@ class Retention:
                          self.removed - cycle_start, format_duration_ns(self._retention_ns))
             pause_s, cycle_start = IDLE_PAUSE_S, self.removed
 
-
-async def _stopped(stop: asyncio.Event, timeout_s: float) -> bool:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout_s)
-    return stop.is_set()

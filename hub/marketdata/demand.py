@@ -15,7 +15,6 @@ counted in the hub heartbeat (``bad_wanted``) and logged once; the rest streams.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from core.cluster import retryable
 from core.heartbeat import HEARTBEAT_TTL_MS
 from core.keys import Keys
 from core.pubsub import follow_channels
+from core.tasks import stopped_within
 from hub.marketdata.sources import Source
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,8 @@ class SymbolDemand:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _refresh_every(self, source: Source, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), DEMAND_REFRESH_NS / 1e9)
-            if not stop.is_set():
-                await self._refresh_and_expire(source)
+        while not await stopped_within(stop, DEMAND_REFRESH_NS / 1e9):
+            await self._refresh_and_expire(source)
 
     async def _refresh_and_expire(self, source: Source) -> None:
         """The periodic pass; a node down mid-failover (it scans every master) skips one pass, not the hub."""

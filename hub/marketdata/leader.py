@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import RedisUnavailableError
 from core.heartbeat import Heartbeat
+from core.tasks import stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +87,12 @@ class LeaderLock:
         while not stop.is_set():
             if await self.try_acquire():
                 return True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.lease_ms / 4000)
+            await stopped_within(stop, self.lease_ms / 4000)
         return False
 
     async def hold(self, stop: asyncio.Event) -> None:
         """Renew every ``lease/3`` until ``stop``; raise LeadershipLostError when the lease is gone."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._next_wait_s())
-            if stop.is_set():
-                return
+        while not await stopped_within(stop, self._next_wait_s()):
             await self._renew_once()
 
     def _next_wait_s(self) -> float:

@@ -32,6 +32,7 @@ from core.clock import SystemClock
 from core.errors import OrderError
 from core.orders import EXTERNAL_AGENT, PENDING_CANCEL, REPLACED, TERMINAL, ZERO, Order, Position
 from core.ratelimit import LocalRateGate, RateGate, RateLimitedLog, TokenBucket
+from core.tasks import stopped_within
 from hub.execution.brokers.alpaca_settings import AlpacaBrokerSettings
 from hub.execution.brokers.base import BrokerUnavailable
 from hub.execution.store import Fill, OrderStore
@@ -329,12 +330,9 @@ class AlpacaBroker:
     async def run(self, stop: asyncio.Event) -> None:
         stream = self._stream_task
         try:
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), RECONCILE_INTERVAL_S)
-                if not stop.is_set():
-                    with contextlib.suppress(BrokerUnavailable):
-                        await self.reconcile()
+            while not await stopped_within(stop, RECONCILE_INTERVAL_S):
+                with contextlib.suppress(BrokerUnavailable):
+                    await self.reconcile()
         finally:
             await self._stream.stop_ws()
             await self._stream.close()
