@@ -10,9 +10,8 @@ from agents.base import TradingAgent
 from agents.runtime import AgentRuntime, run_agents
 from agents.trading import TradingClient
 from core.clock import Clock, SystemClock
-from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.connection import ProcessSettings, redis_client, redis_up_before_stop
 from core.errors import ConfigError
-from core.tasks import finished_before_stop
 
 
 async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings, stop: asyncio.Event,
@@ -27,7 +26,7 @@ async def serve_agents(agents: Sequence[TradingAgent], settings: ProcessSettings
     raw_client = redis_client(settings.redis_spec, decode=False)
     trading_clients: list[TradingClient] = []
     try:
-        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+        if not await redis_up_before_stop(client, settings, stop):
             return
         runtimes = [AgentRuntime(agent, client=client, raw_client=raw_client, keys=settings.keys, clock=clock)
                     for agent in agents]

@@ -29,9 +29,8 @@ from agents.membership import Membership, ShardSpec, parse_shard, share_of, stat
 from agents.runtime import AgentRuntime
 from agents.trading import TradingClient
 from core.clock import Clock, SystemClock
-from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.connection import ProcessSettings, redis_client, redis_up_before_stop
 from core.settings import parse_symbols
-from core.tasks import finished_before_stop
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ async def serve_sharded(agent: TradingAgent, settings: ProcessSettings, stop: as
     raw_client = redis_client(settings.redis_spec, decode=False)
     membership = None
     try:
-        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+        if not await redis_up_before_stop(client, settings, stop):
             return
         if spec is not None and spec.auto:
             membership = Membership(client, settings.keys.agent_members(group), member,

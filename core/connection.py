@@ -25,6 +25,7 @@ from core.redis_spec import RedisSpec, parse_redis_url, read_password_file
 from core.refusals import redis_config_error
 from core.sentinel import is_sentinel_url, parse_sentinel_url, sentinel_client
 from core.settings import check_name_setting, format_duration_ns, option
+from core.tasks import finished_before_stop
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +161,9 @@ async def wait_for_redis(client: aioredis.Redis, url: str | RedisSpec, wait_ns: 
             log.debug("redis not ready (%s); retrying in %.2fs", e, delay_s)
         await asyncio.sleep(delay_s * (0.5 + random.random()))
         delay_s = min(delay_s * 2, 1.0)
+
+
+async def redis_up_before_stop(client: aioredis.Redis, settings: ProcessSettings, stop: asyncio.Event) -> bool:
+    """:func:`wait_for_redis` for the process's ``--redis-wait``; False if the process is told to stop first
+    (a clean exit: a stop while Redis is away used to wait out the deadline, then end in SIGKILL)."""
+    return await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns))

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from core.clock import SystemClock
 from core.cluster import is_cluster, refresh_slots, retryable
-from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.connection import ProcessSettings, redis_client, redis_up_before_stop, wait_for_redis
 from core.errors import ConfigError, RedisUnavailableError
 from core.failover import FAILOVER_WAIT_S
 from core.heartbeat import Heartbeat
@@ -106,7 +106,7 @@ async def run_gateway(config: GatewayConfig, stop: asyncio.Event) -> None:
     client = redis_client(settings.redis_spec, ride_failover=False)
     raw_client = redis_client(settings.redis_spec, decode=False, ride_failover=False)
     try:
-        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+        if not await redis_up_before_stop(client, settings, stop):
             return
         current: list[tuple[Gateway, OrderStore, Broker, RiskChecks, Retention]] = []
         heartbeat = Heartbeat(client, keys.gateway(config.gateway.name), clock,

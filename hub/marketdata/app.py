@@ -14,12 +14,12 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.clock import SystemClock
-from core.connection import ProcessSettings, redis_client, wait_for_redis
+from core.connection import ProcessSettings, redis_client, redis_up_before_stop
 from core.errors import ConfigError
 from core.heartbeat import Heartbeat
 from core.keys import Keys
 from core.settings import build, check_name_setting, option, pick
-from core.tasks import finished_before_stop, run_until_stopped
+from core.tasks import run_until_stopped
 from hub.marketdata.demand import SymbolDemand
 from hub.marketdata.leader import LeaderLock, stand_by
 from hub.marketdata.publisher import Publisher
@@ -95,7 +95,7 @@ async def run_hub(config: HubConfig, stop: asyncio.Event) -> None:
     client = redis_client(settings.redis_spec)
     raw_client = redis_client(settings.redis_spec, decode=False)
     try:
-        if not await finished_before_stop(stop, wait_for_redis(client, settings.redis_spec, settings.redis_wait_ns)):
+        if not await redis_up_before_stop(client, settings, stop):
             return
         lock = _leader_lock(client, keys, config.hub)
         if lock is not None and not await stand_by(lock, _standby_heartbeat(client, keys, config.hub, lock), stop):
