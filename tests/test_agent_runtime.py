@@ -46,7 +46,7 @@ class Collector(TradingAgent):
             await self.gate.wait()
 
 
-Runner = Callable[[TradingAgent], Awaitable[AgentRuntime]]
+Runner = Callable[..., Awaitable[AgentRuntime]]
 
 
 @pytest.fixture
@@ -55,8 +55,8 @@ async def start_agent(redis_url: str) -> AsyncIterator[Runner]:
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(agent: TradingAgent) -> AgentRuntime:
-        runtime = AgentRuntime(agent, client=client, raw_client=raw, keys=KEYS)
+    async def start(agent: TradingAgent, runtime_class: type[AgentRuntime] = AgentRuntime) -> AgentRuntime:
+        runtime = runtime_class(agent, client=client, raw_client=raw, keys=KEYS)
         tasks.append(asyncio.create_task(runtime.run(stop)))
         await eventually_async(lambda: client.exists(KEYS.agent(agent.name)), message="heartbeat")
         await eventually_async(lambda: _subscribed(client, agent), message="subscription")
@@ -199,7 +199,7 @@ class _RefusedSubscription:
         return None
 
 
-async def test_a_subscription_refused_while_starting_is_retried(redis_url: str, aredis: aioredis.Redis) -> None:
+async def test_a_subscription_refused_while_starting_is_retried(start_agent: Runner, aredis: aioredis.Redis) -> None:
     refusals = 2
 
     class StartsDuringFailover(AgentRuntime):
@@ -210,17 +210,8 @@ async def test_a_subscription_refused_while_starting_is_retried(redis_url: str, 
                 return _RefusedSubscription()
             return super()._subscription()
 
-    client, raw = redis_client(redis_url), redis_client(redis_url, decode=False)
     agent = Collector({"instruments": ["AAPL"]})
-    stop = asyncio.Event()
-    task = asyncio.create_task(StartsDuringFailover(agent, client=client, raw_client=raw, keys=KEYS).run(stop))
-    try:
-        await eventually_async(lambda: _subscribed(client, agent), message="subscribed after two refusals")
-        await aredis.publish(KEYS.quote_channel("AAPL"), encode_quotes([quote(3.0)]))
-        await eventually_async(lambda: _true(agent.seen), message="a run on the published quote")
-        assert refusals == 0 and not task.done()
-    finally:
-        stop.set()
-        await task
-        await client.aclose()
-        await raw.aclose()
+    await start_agent(agent, StartsDuringFailover)  # waits for the subscription, after two refusals
+    await aredis.publish(KEYS.quote_channel("AAPL"), encode_quotes([quote(3.0)]))
+    await eventually_async(lambda: _true(agent.seen), message="a run on the published quote")
+    assert refusals == 0
